@@ -1,0 +1,45 @@
+/**
+ * Environment parsing: one zod schema per service, validated at once; every bad variable is named in
+ * one ConfigError. Values are never echoed back (a bad value may be a secret).
+ */
+import { ConfigError } from "@caracal/streams-core";
+import { z } from "zod";
+
+export function loadEnv<S extends z.ZodObject>(schema: S, env: NodeJS.ProcessEnv | Record<string, string | undefined>): z.output<S> {
+  // Empty strings mean "unset", as in shell `VAR= cmd` and compose files.
+  const cleaned: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) if (v !== undefined && v !== "") cleaned[k] = v;
+  const result = schema.safeParse(cleaned);
+  if (!result.success) {
+    throw new ConfigError(result.error.issues.map((i) => `${i.path.join(".") || "(env)"}: ${i.message}`));
+  }
+  return result.data;
+}
+
+/** An integer variable with a default and bounds. */
+export function intVar(defaultValue: number, bounds: { min?: number; max?: number } = {}) {
+  let s = z.coerce.number({ message: "must be a number" }).int({ message: "must be a whole number" });
+  if (bounds.min !== undefined) s = s.min(bounds.min, { message: `must be >= ${bounds.min}` });
+  if (bounds.max !== undefined) s = s.max(bounds.max, { message: `must be <= ${bounds.max}` });
+  return s.default(defaultValue);
+}
+
+export const modeVar = () => z.enum(["dev", "rc", "stable"], { message: "must be dev, rc or stable" }).default("stable");
+
+export const urlVar = (protocols: readonly string[]) =>
+  z.string().refine((v) => {
+    try {
+      return protocols.includes(new URL(v).protocol);
+    } catch {
+      return false;
+    }
+  }, `must be a URL with scheme ${protocols.map((p) => p.replace(/:$/, "://")).join(" or ")}`);
+
+export const redisUrlVar = () => urlVar(["redis:", "rediss:", "redis-cluster:"]);
+export const databaseUrlVar = () => urlVar(["postgres:", "postgresql:"]);
+
+export const boolVar = (defaultValue: boolean) =>
+  z
+    .enum(["1", "0", "true", "false", "yes", "no"], { message: "must be true or false" })
+    .optional()
+    .transform((v) => (v === undefined ? defaultValue : v === "1" || v === "true" || v === "yes"));

@@ -1,0 +1,35 @@
+/**
+ * Flat-field encoding (WIRE §2): every value is a string; JSON values travel as JSON text in one field;
+ * null and undefined are omitted, never sent as "null".
+ */
+
+export type Fields = Record<string, string>;
+export type FieldInput = Record<string, string | number | boolean | bigint | object | null | undefined>;
+
+/** Encodes a record into flat string fields. Objects and arrays become JSON text. */
+export function encodeFields(input: FieldInput): Fields {
+  const out: Fields = {};
+  for (const [key, value] of Object.entries(input)) {
+    if (value === null || value === undefined) continue;
+    out[key] = typeof value === "object" ? JSON.stringify(value) : String(value);
+  }
+  return out;
+}
+
+/** Flattens fields into the `k1, v1, k2, v2, ...` argument list of XADD. */
+export function fieldsToArgs(fields: Fields): string[] {
+  const args: string[] = [];
+  for (const key in fields) args.push(key, fields[key] as string);
+  return args;
+}
+
+/**
+ * Decodes the raw `[k1, v1, k2, v2, ...]` list of a stream entry. Returns undefined for a nil payload
+ * (an entry trimmed while pending). A repeated key keeps its last value, as Redis clients do.
+ */
+export function decodeFieldList(raw: readonly string[] | null | undefined): Fields | undefined {
+  if (raw === null || raw === undefined) return undefined;
+  const out: Fields = {};
+  for (let i = 0; i + 1 < raw.length; i += 2) out[raw[i] as string] = raw[i + 1] as string;
+  return out;
+}

@@ -1,0 +1,111 @@
+/**
+ * Contract of the consumer engine (WIRE §4). Apps supply a handler with domain logic only; the engine
+ * owns reading, signature checks, parsing, ack, retry, reclaim, dead letters, metrics and shutdown.
+ *
+ * Ack rules:
+ * - an entry is acknowledged only after its handler succeeded, or after its dead letter was written;
+ * - a handler error that is a `RejectedMessageError` dead-letters the entry with the error's reason;
+ *   any other permanent `CaracalError` with `permanent_error`; anything else is transient: the entry
+ *   stays pending and is retried until its delivery count reaches `maxDeliveries`, then dead-lettered
+ *   with `max_deliveries_exceeded`;
+ * - a failed dead-letter write means no ack (the entry stays pending and comes back).
+ */
+import type { Logger } from "pino";
+
+import type { Fields } from "../codec.js";
+import type { Topic } from "../registry.js";
+import type { RedisClient } from "../redis.js";
+import type { SignaturePolicy } from "../signing.js";
+import type { DeadLetterReason } from "../errors.js";
+
+export interface StreamMessage<T> {
+  /** Stream entry id. */
+  readonly id: string;
+  /** Logical stream key (without key prefix). */
+  readonly stream: string;
+  /** Fields as received, `_sig` included. */
+  readonly fields: Readonly<Fields>;
+  /** The fields parsed by the topic schema (or the consumer's `parse`). */
+  readonly body: T;
+  /** Delivery count from the pending entries list; 1 on first delivery. */
+  readonly deliveries: number;
+}
+
+export interface HandlerContext {
+  /** Aborted when the consumer stops; handlers should finish quickly or throw. */
+  readonly signal: AbortSignal;
+  readonly logger: Logger;
+  readonly group: string;
+  readonly consumer: string;
+}
+
+export type MessageHandler<T> = (message: StreamMessage<T>, context: HandlerContext) => Promise<void>;
+
+/**
+ * Handles a whole batch. Entries whose id is not in the returned `failed` map are acknowledged.
+ * Throwing fails the whole batch with that error.
+ */
+export type BatchHandler<T> = (
+  messages: readonly StreamMessage<T>[],
+  context: HandlerContext,
+) => Promise<{ failed?: ReadonlyMap<string, unknown> } | void>;
+
+export type ConsumerState = "idle" | "starting" | "draining-pending" | "running" | "stopping" | "stopped" | "failed";
+
+/** Hooks the engine calls; `createPrometheusConsumerMetrics` implements them with prom-client. */
+export interface ConsumerMetricsHooks {
+  received?(count: number): void;
+  acked?(count: number): void;
+  deadLettered?(reason: DeadLetterReason, count: number): void;
+  reclaimed?(count: number): void;
+  /** Entries trimmed while pending (nil payloads, ids deleted under XAUTOCLAIM), acknowledged and counted. */
+  trimmed?(count: number): void;
+  handlerDuration?(seconds: number): void;
+  /** Entries in the stream not yet delivered to the group (XINFO GROUPS `lag`). */
+  lag?(entries: number): void;
+  /** Entries delivered to the group and not acknowledged. */
+  pending?(entries: number): void;
+}
+
+export interface ConsumerOptions<T> {
+  /** Connection for commands (ack, claim, dead letters). The blocking read uses its own duplicate. */
+  redis: RedisClient;
+  topic: Topic;
+  /** A group from `topic.groups`. In fan-out mode, the group name only labels logs and dead letters. */
+  group: string;
+  /** Unique per replica (hostname, or hostname-pid). */
+  consumer: string;
+  signing: SignaturePolicy;
+  /** Exactly one of `handleMessage` / `handleBatch`. */
+  handleMessage?: MessageHandler<T>;
+  handleBatch?: BatchHandler<T>;
+  /**
+   * Parses verified fields into the handler's type; throw `RejectedMessageError("schema_invalid"|"parse_error")`.
+   * Default: the topic's zod schema.
+   */
+  parse?: (fields: Fields) => T;
+  /** Prepended to every stream key (tests, tenants). Default "". */
+  keyPrefix?: string;
+  /** `group` (default): each entry to one replica. `fanout`: every replica sees every entry, no group state. */
+  delivery?: "group" | "fanout";
+  /** Where a new group (or a fan-out reader) starts: "$" (default, new entries) or "0" (whole stream). */
+  startId?: string;
+  /** Entries per XREADGROUP. Default 100. */
+  batchSize?: number;
+  /** XREADGROUP BLOCK time. Default 2000 ms. */
+  blockMs?: number;
+  /** Pending entries idle longer than this are reclaimed with XAUTOCLAIM. Default 30,000 ms. */
+  claimIdleMs?: number;
+  /** How often XAUTOCLAIM runs. Default: claimIdleMs. */
+  claimIntervalMs?: number;
+  /** Delivery count at which an entry that keeps failing is dead-lettered. Default 5. */
+  maxDeliveries?: number;
+  /** Handler calls in flight at once (messages for handleMessage, batches for handleBatch). Default 1. */
+  concurrency?: number;
+  /** Time to finish in-flight work after the stop signal before connections are closed. Default 10,000 ms. */
+  graceMs?: number;
+  /** How often lag and pending are sampled for metrics. Default 5,000 ms. */
+  statsIntervalMs?: number;
+  metrics?: ConsumerMetricsHooks;
+  logger?: Logger;
+}

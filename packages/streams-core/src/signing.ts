@@ -1,0 +1,165 @@
+import { createHmac, timingSafeEqual } from "node:crypto";
+
+import { ConfigError } from "./errors.js";
+import type { Fields } from "./codec.js";
+
+/** `CARACAL_MODE` (WIRE §3). `rc` and `stable` require a key and reject unsigned or mis-signed entries. */
+export type CaracalMode = "dev" | "rc" | "stable";
+export const CARACAL_MODES: readonly CaracalMode[] = ["dev", "rc", "stable"];
+
+export const SIGNATURE_FIELD = "_sig";
+const MIN_KEY_BYTES = 32;
+
+/**
+ * Decodes a hex HMAC key strictly: odd length, a non-hex character or fewer than 32 bytes is a
+ * configuration error, never a silent truncation (Buffer.from(hex) would stop at the first bad pair).
+ * The error names the variable, never the value.
+ */
+export function parseHmacKey(hex: string, variable: string): Buffer {
+  const trimmed = hex.trim();
+  if (trimmed.length % 2 !== 0) throw new ConfigError([`${variable}: hex key has an odd number of characters`]);
+  if (!/^[0-9a-fA-F]*$/.test(trimmed)) throw new ConfigError([`${variable}: hex key contains a non-hex character`]);
+  const key = Buffer.from(trimmed, "hex");
+  if (key.length < MIN_KEY_BYTES) {
+    throw new ConfigError([`${variable}: key decodes to ${key.length} bytes, at least ${MIN_KEY_BYTES} are required`]);
+  }
+  return key;
+}
+
+/**
+ * Canonical bytes of WIRE §3: stream key, "\n", then `key=value\n` for every field but `_sig`, keys sorted
+ * by byte order. Values are not escaped; null or undefined values (possible in untyped input) are skipped.
+ */
+export function canonicalBytes(stream: string, fields: Readonly<Record<string, string | null | undefined>>): Buffer {
+  const keys = Object.keys(fields)
+    .filter((k) => k !== SIGNATURE_FIELD && fields[k] !== null && fields[k] !== undefined)
+    .sort(compareBytes);
+  let text = `${stream}\n`;
+  for (const key of keys) text += `${key}=${fields[key] as string}\n`;
+  return Buffer.from(text, "utf8");
+}
+
+/** Byte-order comparison of UTF-8 strings (JS `<` compares UTF-16 code units, which differs above U+FFFF). */
+function compareBytes(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a, "utf8"), Buffer.from(b, "utf8"));
+}
+
+export function hmacHex(key: Buffer, bytes: Buffer | string): string {
+  return createHmac("sha256", key).update(bytes).digest("hex");
+}
+
+/** Constant-time comparison of a presented hex signature with the expected digest. */
+export function hexDigestEquals(presented: string, expected: Buffer): boolean {
+  // Lengths are public (always 64 hex chars for SHA-256); anything else cannot match.
+  if (presented.length !== expected.length * 2 || !/^[0-9a-f]+$/.test(presented)) return false;
+  return timingSafeEqual(Buffer.from(presented, "hex"), expected);
+}
+
+export type VerifyResult = "valid" | "missing" | "invalid";
+
+/**
+ * Signs with one current key and verifies against it and any previous keys (rotation: roll the signing
+ * key, keep the old one in `previousKeys` until every entry signed with it has been consumed).
+ */
+export class StreamSigner {
+  private readonly verifyKeys: readonly Buffer[];
+
+  constructor(
+    private readonly signingKey: Buffer,
+    previousKeys: readonly Buffer[] = [],
+  ) {
+    this.verifyKeys = [signingKey, ...previousKeys];
+  }
+
+  /** Parses `STREAMS_HMAC_KEY` and the comma-separated `STREAMS_HMAC_KEYS_PREVIOUS`. */
+  static fromHex(keyHex: string, previousHex = "", variable = "STREAMS_HMAC_KEY"): StreamSigner {
+    const problems: string[] = [];
+    let key: Buffer | undefined;
+    const previous: Buffer[] = [];
+    try {
+      key = parseHmacKey(keyHex, variable);
+    } catch (e) {
+      problems.push(...(e as ConfigError).problems);
+    }
+    previousHex
+      .split(",")
+      .map((s) => s.trim())
+      .filter((s) => s.length > 0)
+      .forEach((hex, i) => {
+        try {
+          previous.push(parseHmacKey(hex, `STREAMS_HMAC_KEYS_PREVIOUS[${i}]`));
+        } catch (e) {
+          problems.push(...(e as ConfigError).problems);
+        }
+      });
+    if (problems.length > 0 || key === undefined) throw new ConfigError(problems);
+    return new StreamSigner(key, previous);
+  }
+
+  sign(stream: string, fields: Readonly<Fields>): string {
+    return hmacHex(this.signingKey, canonicalBytes(stream, fields));
+  }
+
+  /** Returns the fields with `_sig` set (a copy; the input is not changed). */
+  signFields(stream: string, fields: Readonly<Fields>): Fields {
+    return { ...fields, [SIGNATURE_FIELD]: this.sign(stream, fields) };
+  }
+
+  verify(stream: string, fields: Readonly<Fields>): VerifyResult {
+    const presented = fields[SIGNATURE_FIELD];
+    if (presented === undefined || presented === "") return "missing";
+    const bytes = canonicalBytes(stream, fields);
+    let ok = false;
+    // Every key is tried (no early exit) so timing does not reveal which key matched.
+    for (const key of this.verifyKeys) {
+      if (hexDigestEquals(presented, createHmac("sha256", key).update(bytes).digest())) ok = true;
+    }
+    return ok ? "valid" : "invalid";
+  }
+}
+
+/**
+ * What a participant does about `_sig`: sign when it has a key, and whether a missing or wrong
+ * signature is rejected (rc, stable) or accepted (dev).
+ */
+export interface SignaturePolicy {
+  readonly mode: CaracalMode;
+  readonly signer: StreamSigner | undefined;
+}
+
+/**
+ * Builds the policy from environment-shaped settings. In rc/stable a missing key is a ConfigError;
+ * in dev without a key, the caller must log loudly that messages go unsigned (see `describeSignaturePolicy`).
+ */
+export function signaturePolicy(settings: {
+  mode: CaracalMode;
+  keyHex?: string | undefined;
+  previousKeysHex?: string | undefined;
+}): SignaturePolicy {
+  const keyHex = settings.keyHex?.trim() ?? "";
+  if (keyHex === "") {
+    if (settings.mode !== "dev") {
+      throw new ConfigError([`STREAMS_HMAC_KEY: required when CARACAL_MODE=${settings.mode}`]);
+    }
+    return { mode: settings.mode, signer: undefined };
+  }
+  return { mode: settings.mode, signer: StreamSigner.fromHex(keyHex, settings.previousKeysHex ?? "") };
+}
+
+/** True when this policy rejects entries whose `_sig` is missing or wrong. */
+export function rejectsUnsigned(policy: SignaturePolicy): boolean {
+  return policy.mode !== "dev";
+}
+
+/** A one-line description for the start-up log; never includes key material. */
+export function describeSignaturePolicy(policy: SignaturePolicy): { level: "info" | "warn"; message: string } {
+  if (policy.signer === undefined) {
+    return {
+      level: "warn",
+      message: "STREAMS_HMAC_KEY is not set: CARACAL_MODE=dev, messages are published UNSIGNED and signatures are NOT verified",
+    };
+  }
+  return rejectsUnsigned(policy)
+    ? { level: "info", message: `stream signatures on: entries with a missing or wrong _sig are rejected (CARACAL_MODE=${policy.mode})` }
+    : { level: "warn", message: "CARACAL_MODE=dev: entries are signed, but a missing or wrong _sig is accepted" };
+}

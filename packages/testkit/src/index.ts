@@ -1,0 +1,4 @@
+export * from "./fixtures.js";
+export * from "./postgres.js";
+export * from "./services.js";
+export * from "./s3.js";
