@@ -1,0 +1,24 @@
+import { describe, expect, it } from "vitest";
+
+import { decodeFieldList, encodeFields, fieldsToArgs } from "./codec.js";
+
+describe("flat-field codec", () => {
+  it("omits null and undefined, never sends the string null", () => {
+    expect(encodeFields({ a: "1", b: null, c: undefined })).toEqual({ a: "1" });
+  });
+  it("serializes objects and arrays as JSON text in one field, scalars as strings", () => {
+    expect(encodeFields({ metadata_json: { k: "v" }, ids: ["x"], n: 3, ok: false })).toEqual({
+      metadata_json: '{"k":"v"}',
+      ids: '["x"]',
+      n: "3",
+      ok: "false",
+    });
+  });
+  it("round-trips through the XADD argument list", () => {
+    const fields = { a: "x\ny", "b=c": "", "ü": "😀" };
+    expect(decodeFieldList(fieldsToArgs(fields))).toEqual(fields);
+  });
+  it("reads a nil payload (entry trimmed while pending) as undefined", () => {
+    expect(decodeFieldList(null)).toBeUndefined();
+  });
+});
