@@ -1,0 +1,43 @@
+import { ConfigError } from "@caracal/streams-core";
+import { describe, expect, it } from "vitest";
+import { z } from "zod";
+
+import { boolVar, databaseUrlVar, intVar, loadEnv, modeVar, redisUrlVar } from "./config.js";
+import { redactConfig } from "./logger.js";
+
+const schema = z.object({
+  REDIS_URL: redisUrlVar(),
+  DATABASE_URL: databaseUrlVar(),
+  CARACAL_MODE: modeVar(),
+  BATCH: intVar(32, { min: 1, max: 1000 }),
+  FLAG: boolVar(false),
+});
+
+describe("loadEnv", () => {
+  it("applies defaults and coerces", () => {
+    const env = loadEnv(schema, { REDIS_URL: "redis://h:6379/2", DATABASE_URL: "postgres://u@h/db", BATCH: "64", FLAG: "true" });
+    expect(env).toEqual({ REDIS_URL: "redis://h:6379/2", DATABASE_URL: "postgres://u@h/db", CARACAL_MODE: "stable", BATCH: 64, FLAG: true });
+  });
+  it("treats empty strings as unset", () => {
+    expect(loadEnv(schema, { REDIS_URL: "redis://h", DATABASE_URL: "postgres://h/d", BATCH: "" }).BATCH).toBe(32);
+  });
+  it("names every bad variable at once and never echoes a value", () => {
+    try {
+      loadEnv(schema, { REDIS_URL: "http://secret-host", CARACAL_MODE: "prod", BATCH: "0", FLAG: "maybe" });
+      expect.unreachable();
+    } catch (e) {
+      expect(e).toBeInstanceOf(ConfigError);
+      const problems = (e as ConfigError).problems.join("\n");
+      for (const name of ["REDIS_URL", "DATABASE_URL", "CARACAL_MODE", "BATCH", "FLAG"]) expect(problems).toContain(name);
+      expect(problems).not.toContain("secret-host");
+    }
+  });
+});
+
+describe("redactConfig", () => {
+  it("masks secret-named settings and URL passwords", () => {
+    expect(
+      redactConfig({ STREAMS_HMAC_KEY: "ab".repeat(32), DATABASE_URL: "postgres://app:hunter2@db/x", PORT: 1, AUDIT_HMAC_KEY: "" }),
+    ).toEqual({ STREAMS_HMAC_KEY: "[redacted]", DATABASE_URL: "postgres://app:[redacted]@db/x", PORT: 1, AUDIT_HMAC_KEY: "" });
+  });
+});
