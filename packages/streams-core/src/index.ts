@@ -7,3 +7,6 @@ export * from "./redis.js";
 export * from "./publisher.js";
 export * from "./consumer/types.js";
 export * from "./audit/frame.js";
+export * from "./audit/replay-files.js";
+export * from "./audit/publisher.js";
+export * from "./audit/metrics.js";
