@@ -1,0 +1,134 @@
+import { createMigratedDatabase, hasPostgres } from "@caracal/testkit";
+import type { TestDatabase } from "@caracal/testkit";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+
+import { ledgerInput, makeChain, makeEvent, TEST_AUDIT_KEY } from "../test-support/events.js";
+import { chainLink, contentSha256 } from "./content.js";
+import { LedgerWriter } from "./writer.js";
+
+describe.skipIf(!hasPostgres())("LedgerWriter", () => {
+  let db: TestDatabase;
+  let writer: LedgerWriter;
+  beforeEach(async () => {
+    db = await createMigratedDatabase();
+    writer = new LedgerWriter({ pool: db.pool, auditKey: TEST_AUDIT_KEY });
+  });
+  afterEach(async () => {
+    await db.drop();
+  });
+
+  async function rows(zone: string) {
+    const r = await db.pool.query<{ id: string; chain_seq: string; hmac_chain: string; content_sha256: string; tamper_detected: boolean }>(
+      "SELECT id, chain_seq, hmac_chain, content_sha256, tamper_detected FROM audit_events WHERE zone_id = $1 ORDER BY chain_seq",
+      [zone],
+    );
+    return r.rows;
+  }
+
+  it("stores a batch with a gap-free per-zone chain that links every row to the previous one", async () => {
+    const events = [makeEvent({ zone_id: "z1" }), makeEvent({ zone_id: "z2" }), makeEvent({ zone_id: "z1" }), makeEvent({ zone_id: "z1" })];
+    const result = await writer.writeBatch(events.map((e) => ledgerInput(e)));
+    expect(result.inserted).toBe(4);
+    const z1 = await rows("z1");
+    expect(z1.map((r) => Number(r.chain_seq))).toEqual([1, 2, 3]);
+    expect(z1.map((r) => r.id)).toEqual([events[0]!.id, events[2]!.id, events[3]!.id]);
+    let prev = "";
+    for (const r of z1) {
+      expect(r.content_sha256).toBe(contentSha256(JSON.parse(JSON.stringify(events.find((e) => e.id === r.id)))));
+      expect(r.hmac_chain).toBe(chainLink(TEST_AUDIT_KEY, prev, r.content_sha256));
+      prev = r.hmac_chain;
+    }
+    expect((await rows("z2")).map((r) => Number(r.chain_seq))).toEqual([1]);
+  });
+
+  it("treats a redelivery as a no-op and keeps chain_seq gap-free when a batch mixes old and new events", async () => {
+    const a = makeEvent({ zone_id: "z" });
+    const b = makeEvent({ zone_id: "z" });
+    const c = makeEvent({ zone_id: "z" });
+    await writer.writeBatch([ledgerInput(a), ledgerInput(b)]);
+    const again = await writer.writeBatch([ledgerInput(a), ledgerInput(c), ledgerInput(b), ledgerInput(c)]);
+    expect(again.inserted).toBe(1);
+    expect(again.duplicates).toBe(3);
+    expect(again.rejected.size).toBe(0);
+    expect((await rows("z")).map((r) => [r.id, Number(r.chain_seq)])).toEqual([
+      [a.id, 1],
+      [b.id, 2],
+      [c.id, 3],
+    ]);
+  });
+
+  it("rejects the same id with different content as tamper_on_replay and writes an alert", async () => {
+    const a = makeEvent({ zone_id: "z" });
+    await writer.writeBatch([ledgerInput(a)]);
+    const forged = { ...a, decision: "deny" as const };
+    const input = ledgerInput(forged);
+    const result = await writer.writeBatch([input, ledgerInput(makeEvent({ zone_id: "z" }))]);
+    expect(result.rejected.get(input.key)?.reason).toBe("tamper_on_replay");
+    expect(result.inserted).toBe(1);
+    const alerts = await db.pool.query("SELECT zone_id, event_id, kind FROM audit_tamper_alerts");
+    expect(alerts.rows).toEqual([{ zone_id: "z", event_id: a.id, kind: "tamper_on_replay" }]);
+    expect((await rows("z")).map((r) => Number(r.chain_seq))).toEqual([1, 2]);
+  });
+
+  it("hashes content independently of key order (JCS)", async () => {
+    const a = makeEvent({ zone_id: "z" });
+    const reordered = Object.fromEntries(Object.entries(a).reverse());
+    expect(contentSha256(reordered)).toBe(contentSha256(a));
+    await writer.writeBatch([ledgerInput(a)]);
+    const input = { ...ledgerInput(a), data: JSON.stringify(reordered) };
+    const result = await writer.writeBatch([input]);
+    expect(result.duplicates).toBe(1);
+    expect(result.rejected.size).toBe(0);
+  });
+
+  it("marks producer-chain forks and broken links, but not gaps", async () => {
+    const chain = makeChain(4, "z");
+    // event 2 missing: a gap, left to the sweeper
+    await writer.writeBatch([ledgerInput(chain[0]!), ledgerInput(chain[2]!)]);
+    expect((await rows("z")).every((r) => !r.tamper_detected)).toBe(true);
+    // a fork of seq 3 (same producer and seq, other content) and a late seq 2 that links correctly
+    const fork = makeEvent({ zone_id: "z", chain: chain[2]!.chain });
+    await writer.writeBatch([ledgerInput(chain[1]!), ledgerInput(fork)]);
+    const stored = await rows("z");
+    const tampered = stored.filter((r) => r.tamper_detected).map((r) => r.id).sort();
+    // the fork and the original seq 3; seq 3's successor link from seq 2 is still right
+    expect(tampered).toEqual([chain[2]!.id, fork.id].sort());
+    const kinds = await db.pool.query<{ kind: string }>("SELECT kind FROM audit_tamper_alerts ORDER BY kind");
+    expect(kinds.rows.map((r) => r.kind)).toEqual(["fork", "fork"]);
+    // a seq 4 whose prev is not seq 3's sig
+    const broken = makeEvent({ zone_id: "z", chain: { ...chain[3]!.chain!, prev: "00".repeat(32) } });
+    await writer.writeBatch([ledgerInput(broken)]);
+    const b = (await rows("z")).find((r) => r.id === broken.id);
+    expect(b?.tamper_detected).toBe(true);
+  });
+
+  it("two writers on the same zones at once produce one gap-free chain", async () => {
+    const other = new LedgerWriter({ pool: db.pool, auditKey: TEST_AUDIT_KEY });
+    const zones = ["a", "b", "c"];
+    const batches = Array.from({ length: 20 }, (_, i) =>
+      Array.from({ length: 10 }, (_, j) => ledgerInput(makeEvent({ zone_id: zones[(i + j) % 3]! }))),
+    );
+    await Promise.all(batches.map((batch, i) => (i % 2 === 0 ? writer : other).writeBatch(batch)));
+    for (const z of zones) {
+      const r = await rows(z);
+      expect(r.map((x) => Number(x.chain_seq))).toEqual(r.map((_, i) => i + 1));
+      let prev = "";
+      for (const x of r) {
+        expect(x.hmac_chain).toBe(chainLink(TEST_AUDIT_KEY, prev, x.content_sha256));
+        prev = x.hmac_chain;
+      }
+    }
+    const count = await db.pool.query<{ n: string }>("SELECT count(*) AS n FROM audit_events");
+    expect(Number(count.rows[0]!.n)).toBe(200);
+  });
+
+  it("retries when a concurrent insert of the same id lands in another zone", async () => {
+    const a = makeEvent({ zone_id: "z1" });
+    const forged = { ...a, zone_id: "z2" };
+    const [r1, r2] = await Promise.all([writer.writeBatch([ledgerInput(a)]), writer.writeBatch([ledgerInput(forged)])]);
+    expect(r1.inserted + r2.inserted).toBe(1);
+    expect(r1.rejected.size + r2.rejected.size).toBe(1);
+    const all = await db.pool.query<{ zone_id: string; chain_seq: string }>("SELECT zone_id, chain_seq FROM audit_events");
+    expect(all.rows.map((r) => Number(r.chain_seq))).toEqual([1]);
+  });
+});
