@@ -1,2 +1,3 @@
 export * from "./outbox.js";
 export * from "./audit.js";
+export * from "./audit-anchors.js";
