@@ -124,6 +124,9 @@ export class AuditPublisher {
   private readonly spaceWaiters: Array<() => void> = [];
   private readonly flushWaiters: Array<{ target: number; resolve: () => void }> = [];
   private timer: NodeJS.Timeout | undefined;
+  /** Set when the flush timer fired: the next flush job sends a partial batch. */
+  private due = false;
+  private replayTimer: NodeJS.Timeout | undefined;
   private lane: Promise<void> = Promise.resolve();
   private flushQueued = false;
   /** Files this instance spilled that are not yet replayed; non-empty means later batches go to disk too. */
@@ -173,6 +176,7 @@ export class AuditPublisher {
     await this.runOnLane(async () => {
       drained = await this.replayAll();
     });
+    this.armReplayTimer();
     return drained;
   }
 
@@ -220,6 +224,8 @@ export class AuditPublisher {
         await this.lane;
       }
       this.clearTimer();
+      clearTimeout(this.replayTimer);
+      this.replayTimer = undefined;
       this.stateValue = "closed";
     })();
     return this.closePromise;
@@ -244,6 +250,7 @@ export class AuditPublisher {
     if (this.timer !== undefined || this.flushQueued) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
+      this.due = true;
       this.requestFlush();
     }, this.flushIntervalMs);
   }
@@ -271,7 +278,12 @@ export class AuditPublisher {
 
   private async flushJob(): Promise<void> {
     this.flushQueued = false;
+    let due = this.due;
+    this.due = false;
     while (this.buffer.length > 0) {
+      const urgent = this.flushWaiters.length > 0 || this.stateValue !== "running";
+      if (this.buffer.length < this.maxBatchSize && !urgent && !due) break;
+      due = false;
       const batch = this.buffer.splice(0, this.maxBatchSize);
       this.inFlight += batch.length;
       await this.handleBatch(batch);
@@ -280,10 +292,25 @@ export class AuditPublisher {
       this.admitWaiters();
       this.resolveFlushWaiters();
       this.metrics.bufferDepth?.(this.depth);
-      const urgent = this.flushWaiters.length > 0 || this.stateValue !== "running";
-      if (this.buffer.length < this.maxBatchSize && !urgent) break;
     }
     if (this.buffer.length > 0) this.armTimer();
+    this.armReplayTimer();
+  }
+
+  /**
+   * While spilled files wait, replay is also tried without new traffic. The timer does not keep the
+   * process alive: the files are durable and are replayed at the next start otherwise.
+   */
+  private armReplayTimer(): void {
+    if (!this.degraded || this.replayTimer !== undefined || this.stateValue === "closed") return;
+    this.replayTimer = setTimeout(() => {
+      void this.runOnLane(async () => {
+        this.replayTimer = undefined;
+        if (this.degraded && this.stateValue !== "closed") await this.replayAll();
+        this.armReplayTimer();
+      });
+    }, Math.max(this.nextReplayAt - Date.now(), this.replayIntervalMs));
+    this.replayTimer.unref();
   }
 
   private admitWaiters(): void {
