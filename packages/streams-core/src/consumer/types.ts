@@ -32,7 +32,10 @@ export interface StreamMessage<T> {
 }
 
 export interface HandlerContext {
-  /** Aborted when the consumer stops; handlers should finish quickly or throw. */
+  /**
+   * Aborted when the consumer must stop now: `graceMs` after the stop signal, if the handler is still
+   * running. Until then in-flight handlers are left to finish (and their entries are acknowledged).
+   */
   readonly signal: AbortSignal;
   readonly logger: Logger;
   readonly group: string;
@@ -54,7 +57,9 @@ export type ConsumerState = "idle" | "starting" | "draining-pending" | "running"
 
 /** Hooks the engine calls; `createPrometheusConsumerMetrics` implements them with prom-client. */
 export interface ConsumerMetricsHooks {
+  /** Entries read: new, re-read pending and reclaimed (fan-out: every entry seen). */
   received?(count: number): void;
+  /** Entries acknowledged after their handler succeeded (dead-lettered and trimmed entries are counted apart). */
   acked?(count: number): void;
   deadLettered?(reason: DeadLetterReason, count: number): void;
   reclaimed?(count: number): void;
@@ -65,6 +70,13 @@ export interface ConsumerMetricsHooks {
   lag?(entries: number): void;
   /** Entries delivered to the group and not acknowledged. */
   pending?(entries: number): void;
+  /** dev mode only: entries whose `_sig` was missing or wrong and that were handled anyway. */
+  unverified?(result: "missing" | "invalid", count: number): void;
+  /**
+   * Entries that should have been dead-lettered but whose topic has no dead-letter stream (the dead-letter
+   * streams themselves): acknowledged, logged at error level, and counted here.
+   */
+  discarded?(reason: DeadLetterReason, count: number): void;
 }
 
 export interface ConsumerOptions<T> {
@@ -108,4 +120,14 @@ export interface ConsumerOptions<T> {
   statsIntervalMs?: number;
   metrics?: ConsumerMetricsHooks;
   logger?: Logger;
+  /**
+   * First delay of the exponential backoff (with jitter, capped at 5 s) after a Redis error, and between
+   * in-process retries of a failed handler in fan-out mode. Default 100 ms.
+   */
+  retryBackoffMs?: number;
+  /**
+   * Fan-out mode: how long the `dlq-once` marker that lets one replica only dead-letter an entry lives.
+   * Default 24 h.
+   */
+  fanoutDeadLetterOnceTtlMs?: number;
 }

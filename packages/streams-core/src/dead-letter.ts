@@ -1,0 +1,114 @@
+/**
+ * The one dead-letter format (WIRE §4), shared by the consumer engine and any app that dead-letters by
+ * itself (e.g. `tamper_on_replay`). Fields, exactly: `reason`, `src_stream`, `src_id`, `group`, `consumer`,
+ * `deliveries`, `error`, `received_at` (RFC 3339), `src_<field>` for every field of the original entry
+ * (its `_sig` included, as `src__sig`), and `_sig` over the logical dead-letter stream when a key is set.
+ */
+import type { ChainableCommander } from "ioredis";
+
+import type { Fields } from "./codec.js";
+import { fieldsToArgs } from "./codec.js";
+import type { DeadLetterReason } from "./errors.js";
+import { DEAD_LETTER_MAXLEN, streamKey } from "./registry.js";
+import type { RedisClient } from "./redis.js";
+import { isCluster } from "./redis.js";
+import type { SignaturePolicy } from "./signing.js";
+
+export interface DeadLetter {
+  readonly reason: DeadLetterReason;
+  /** Logical source stream (no key prefix). */
+  readonly srcStream: string;
+  readonly srcId: string;
+  readonly group: string;
+  readonly consumer: string;
+  readonly deliveries: number;
+  /** Error text; never key material. Empty when there is none. */
+  readonly error: string;
+  /** The original entry's fields as received. */
+  readonly fields: Readonly<Fields>;
+  /** When the entry was dead-lettered. Default: now. */
+  readonly receivedAt?: Date;
+}
+
+/** Dead-letter error texts are capped so that one huge message cannot bloat the dead-letter stream. */
+const MAX_ERROR_CHARS = 2_000;
+
+/** Builds the unsigned dead-letter fields. */
+export function deadLetterFields(letter: DeadLetter): Fields {
+  const out: Fields = {
+    reason: letter.reason,
+    src_stream: letter.srcStream,
+    src_id: letter.srcId,
+    group: letter.group,
+    consumer: letter.consumer,
+    deliveries: String(letter.deliveries),
+    error: letter.error.length > MAX_ERROR_CHARS ? `${letter.error.slice(0, MAX_ERROR_CHARS)}…` : letter.error,
+    received_at: (letter.receivedAt ?? new Date()).toISOString(),
+  };
+  for (const key in letter.fields) out[`src_${key}`] = letter.fields[key] as string;
+  return out;
+}
+
+export interface DeadLetterWriterOptions {
+  redis: RedisClient;
+  signing: SignaturePolicy;
+  /** Prepended to the dead-letter stream key; not part of `_sig`. Default "". */
+  keyPrefix?: string;
+  /** MAXLEN ~ of dead-letter streams. Default DEAD_LETTER_MAXLEN. */
+  maxLen?: number;
+}
+
+/**
+ * Writes dead letters with `XADD ... MAXLEN ~`. `append` adds the XADD to a caller's pipeline (so a batch's
+ * dead letters travel with its acks); `write` sends a batch itself. Safe to call concurrently.
+ */
+export class DeadLetterWriter {
+  readonly keyPrefix: string;
+  private readonly maxLen: number;
+
+  constructor(private readonly options: DeadLetterWriterOptions) {
+    this.keyPrefix = options.keyPrefix ?? "";
+    this.maxLen = options.maxLen ?? DEAD_LETTER_MAXLEN;
+  }
+
+  /** The signed fields as they will be written to `deadLetterStream` (logical name). */
+  prepare(deadLetterStream: string, letter: DeadLetter): Fields {
+    const fields = deadLetterFields(letter);
+    const signer = this.options.signing.signer;
+    return signer === undefined ? fields : signer.signFields(deadLetterStream, fields);
+  }
+
+  append(pipeline: ChainableCommander, deadLetterStream: string, letter: DeadLetter): void {
+    pipeline.xadd(
+      streamKey(deadLetterStream, this.keyPrefix),
+      "MAXLEN",
+      "~",
+      this.maxLen,
+      "*",
+      ...fieldsToArgs(this.prepare(deadLetterStream, letter)),
+    );
+  }
+
+  /**
+   * Writes the letters to one dead-letter stream in one pipeline; result i is the error of letter i
+   * (undefined when written). A failure of the whole pipeline reports that error for every letter.
+   */
+  async write(deadLetterStream: string, letters: readonly DeadLetter[]): Promise<(Error | undefined)[]> {
+    if (letters.length === 0) return [];
+    const pipeline = this.options.redis.pipeline();
+    for (const letter of letters) this.append(pipeline, deadLetterStream, letter);
+    try {
+      const results = await pipeline.exec();
+      if (results === null) return letters.map(() => new Error("dead-letter pipeline was discarded"));
+      return letters.map((_, i) => results[i]?.[0] ?? undefined);
+    } catch (error) {
+      const e = error instanceof Error ? error : new Error(String(error));
+      return letters.map(() => e);
+    }
+  }
+
+  /** True when the connection is a Redis Cluster (pipelines must then stay within one key). */
+  get clustered(): boolean {
+    return isCluster(this.options.redis);
+  }
+}
