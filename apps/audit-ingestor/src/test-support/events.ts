@@ -43,11 +43,17 @@ export function ledgerInput(event: AuditEvent, key: Buffer | undefined = TEST_AU
 }
 
 /** A producer chain of `n` events in one zone, each `prev` the `sig` of the one before. */
-export function makeChain(n: number, zone: string, producer = `producer-${randomUUID()}`, key: Buffer = TEST_AUDIT_KEY): AuditEvent[] {
+export function makeChain(
+  n: number,
+  zone: string,
+  producer = `producer-${randomUUID()}`,
+  key: Buffer = TEST_AUDIT_KEY,
+  overrides: Partial<AuditEvent> = {},
+): AuditEvent[] {
   const events: AuditEvent[] = [];
   let prev = "";
   for (let seq = 1; seq <= n; seq++) {
-    const e = makeEvent({ zone_id: zone, chain: { producer, seq, prev } });
+    const e = makeEvent({ ...overrides, zone_id: zone, chain: { producer, seq, prev } });
     events.push(e);
     prev = signAuditData(key, JSON.stringify(e));
   }

@@ -1,0 +1,116 @@
+/**
+ * The audit ingestor's batch handler: domain logic only. The consumer engine has already checked `_sig`
+ * and parsed each entry with `parseAuditEntry` (frame `sig`, JSON, audit event schema); rejected entries
+ * never reach this handler.
+ *
+ * Outcome per entry (the engine acks every entry not in `failed`):
+ * - stored, or already stored with identical content: acked;
+ * - same id with other content: `RejectedMessageError("tamper_on_replay")` → dead letter + ack;
+ * - the ledger write failed (database down, ...): `TransientError` → stays pending, retried; once the
+ *   entry has been delivered AUDIT_MAX_DELIVERIES times it is written to the `audit_events_dlq` table and
+ *   acked; if that write fails too, it stays pending (no ack without a durable record).
+ */
+import type { BatchHandler, Fields, StreamMessage, VerifiedAuditFrame } from "@caracal/streams-core";
+import { TransientError, errorMessage, verifyAuditFrame } from "@caracal/streams-core";
+import type { Logger } from "pino";
+import type pg from "pg";
+
+import type { AuditMetrics } from "../metrics.js";
+import { writeDlqRows } from "../ledger/dlq-table.js";
+import type { BatchResult, LedgerInput, LedgerWriter } from "../ledger/writer.js";
+
+/** The engine's `parse` for audit frames: throws RejectedMessageError (dead letter) on any failure. */
+export function parseAuditEntry(auditKey: Buffer | undefined): (fields: Fields) => VerifiedAuditFrame {
+  return (fields) => verifyAuditFrame(fields, auditKey);
+}
+
+export interface AuditHandlerOptions {
+  writer: LedgerWriter;
+  pool: pg.Pool;
+  /** Logical stream key, for the dlq table ids. */
+  stream: string;
+  maxDeliveries: number;
+  metrics?: AuditMetrics;
+  logger?: Logger;
+}
+
+/** PostgreSQL or socket errors that say the database is unreachable: isolating bad rows cannot help. */
+export function isConnectionError(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code !== "string") return /Connection terminated|connect|timeout/i.test(errorMessage(error));
+  return code.startsWith("08") || code === "57P01" || code === "57P03" || ["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "ENOTFOUND"].includes(code);
+}
+
+export function toLedgerInput(m: StreamMessage<VerifiedAuditFrame>): LedgerInput {
+  return { key: m.id, event: m.body.event, data: m.body.data, sig: m.body.frame.sig, streamEntryId: m.id };
+}
+
+/**
+ * Writes a batch; when the transaction fails for a reason other than an unreachable database, the batch
+ * is split in halves (each its own transaction) so one row PostgreSQL refuses cannot hold back the rest.
+ * Returns the per-key failures of the parts that could not be written.
+ */
+export async function writeIsolating(
+  writer: LedgerWriter,
+  inputs: readonly LedgerInput[],
+  onResult: (r: BatchResult) => void,
+): Promise<Map<string, unknown>> {
+  const failed = new Map<string, unknown>();
+  const run = async (part: readonly LedgerInput[]): Promise<void> => {
+    try {
+      onResult(await writer.writeBatch(part));
+    } catch (error) {
+      if (part.length === 1 || isConnectionError(error)) {
+        for (const i of part) failed.set(i.key, error);
+        return;
+      }
+      const mid = Math.ceil(part.length / 2);
+      await run(part.slice(0, mid));
+      await run(part.slice(mid));
+    }
+  };
+  await run(inputs);
+  return failed;
+}
+
+export function createAuditBatchHandler(options: AuditHandlerOptions): BatchHandler<VerifiedAuditFrame> {
+  const { writer, pool, stream, maxDeliveries, metrics, logger } = options;
+  return async (messages) => {
+    const failed = new Map<string, unknown>();
+    const started = performance.now();
+    const writeFailures = await writeIsolating(writer, messages.map(toLedgerInput), (r) => {
+      metrics?.inserted.inc(r.inserted);
+      metrics?.duplicates.inc(r.duplicates);
+      for (const [key, error] of r.rejected) {
+        failed.set(key, error);
+        metrics?.rejected.inc({ reason: error.reason });
+      }
+      for (const a of r.alerts) metrics?.chainBreaks.inc({ kind: a.kind });
+      if (r.alerts.length > 0) logger?.warn({ alerts: r.alerts.map((a) => ({ zone: a.zoneId, event: a.eventId, kind: a.kind })) }, "audit ledger: tamper alerts");
+    });
+    metrics?.batchSeconds.observe((performance.now() - started) / 1000);
+    if (writeFailures.size === 0) return failed.size > 0 ? { failed } : undefined;
+
+    metrics?.writeFailures.inc();
+    const byId = new Map(messages.map((m) => [m.id, m]));
+    const exhausted = [...writeFailures.keys()].map((k) => byId.get(k)!).filter((m) => m.deliveries >= maxDeliveries);
+    const firstError = writeFailures.values().next().value;
+    logger?.error({ err: firstError, entries: writeFailures.size, exhausted: exhausted.length }, "audit ledger: batch write failed; entries stay pending");
+    if (exhausted.length > 0) {
+      try {
+        await writeDlqRows(
+          pool,
+          stream,
+          exhausted.map((m) => ({ streamEntryId: m.id, fields: m.fields, error: errorMessage(writeFailures.get(m.id)), attempts: m.deliveries })),
+        );
+        for (const m of exhausted) writeFailures.delete(m.id);
+        metrics?.dlqRows.inc(exhausted.length);
+        logger?.warn({ entries: exhausted.map((m) => m.id), maxDeliveries }, "audit ledger: entries moved to audit_events_dlq");
+      } catch (error) {
+        logger?.error({ err: error }, "audit ledger: audit_events_dlq write failed; entries stay pending");
+      }
+    }
+    for (const [key, error] of writeFailures) failed.set(key, new TransientError(`ledger write failed: ${errorMessage(error)}`, { cause: error }));
+    return { failed };
+  };
+}

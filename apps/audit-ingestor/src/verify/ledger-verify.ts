@@ -1,0 +1,234 @@
+/**
+ * Re-verification of a zone's ledger from its rows alone (WIRE §7): shared by the tamper sweeper and the
+ * `verify` command (and later the operator CLI).
+ *
+ * What is found, per row in chain_seq order:
+ * - `changed`: `payload_json` no longer hashes to `content_sha256`, or a column differs from the payload;
+ * - `inserted`: a row whose content is consistent but whose `hmac_chain` is not the link the ingestor
+ *   would have made (a row added by SQL, or a row changed together with its hash);
+ * - `deleted`: `chain_seq` skips numbers (rows removed from the middle);
+ * - `fork`, `broken_link`, `gap`: producer-chain breaks (WIRE §6); a gap is reported only once the row
+ *   after it is older than the redelivery grace time.
+ * Each link is checked against the stored previous row, so one changed row is one break, not a cascade.
+ * Limits: rows removed from the end of a zone, or from its start (indistinguishable from retention), leave
+ * no trace in the remaining rows.
+ */
+import canonicalize from "canonicalize";
+import type pg from "pg";
+
+import { chainLink, contentSha256 } from "../ledger/content.js";
+
+export type BreakKind = "changed" | "inserted" | "deleted" | "fork" | "broken_link" | "gap";
+
+export interface LedgerBreak {
+  readonly kind: BreakKind;
+  readonly zoneId: string;
+  /** The row that carries the break (for `deleted` and `gap`: the first row after the missing ones). */
+  readonly eventId: string;
+  readonly chainSeq: number;
+  readonly detail: string;
+}
+
+export interface VerifyRange {
+  /** First chain_seq to check (its link is checked against the row before it). Default: the zone's first row. */
+  fromSeq?: number;
+  /** Last chain_seq to check. Default: the zone's last row. */
+  toSeq?: number;
+}
+
+export interface VerifyOptions {
+  pool: pg.Pool;
+  auditKey: Buffer | undefined;
+  /** Producer-chain gaps whose next row was ingested less than this long ago are not reported. */
+  gapGraceMs: number;
+  /** Rows per page. Default 5,000. */
+  pageSize?: number;
+  now?: () => number;
+}
+
+export interface VerifyResult {
+  readonly rowsChecked: number;
+  readonly breaks: LedgerBreak[];
+}
+
+interface Row {
+  id: string;
+  zone_id: string;
+  chain_seq: string;
+  hmac_chain: string;
+  content_sha256: string;
+  payload_json: Record<string, unknown>;
+  event_type: string;
+  decision: string;
+  evaluation_status: string;
+  request_id: string;
+  policy_set_id: string | null;
+  policy_set_version_id: string | null;
+  manifest_sha: string | null;
+  determining_policies_json: unknown;
+  diagnostics_json: unknown;
+  metadata_json: unknown;
+  occurred_at: Date;
+}
+
+const ROW_COLUMNS = `id, zone_id, chain_seq, hmac_chain, content_sha256, payload_json, event_type, decision, evaluation_status,
+  request_id, policy_set_id, policy_set_version_id, manifest_sha, determining_policies_json, diagnostics_json, metadata_json, occurred_at`;
+
+/** Names of the columns that differ from the payload they were derived from. */
+function columnsDiffering(row: Row): string[] {
+  const p = row.payload_json;
+  const out: string[] = [];
+  const text = (col: keyof Row, key: string) => {
+    const want = p[key] === undefined ? null : p[key];
+    if (row[col] !== want) out.push(col);
+  };
+  text("zone_id", "zone_id");
+  text("id", "id");
+  text("event_type", "event_type");
+  text("decision", "decision");
+  text("evaluation_status", "evaluation_status");
+  text("request_id", "request_id");
+  text("policy_set_id", "policy_set_id");
+  text("policy_set_version_id", "policy_set_version_id");
+  text("manifest_sha", "manifest_sha");
+  for (const col of ["determining_policies_json", "diagnostics_json", "metadata_json"] as const) {
+    if (canonicalize(row[col] ?? null) !== canonicalize(p[col] ?? null)) out.push(col);
+  }
+  const occurred = typeof p.occurred_at === "string" ? Date.parse(p.occurred_at) : Number.NaN;
+  if (row.occurred_at.getTime() !== occurred) out.push("occurred_at");
+  return out;
+}
+
+/** Verifies one zone's ledger chain (and its producer chains) over a chain_seq range. */
+export async function verifyZone(zoneId: string, range: VerifyRange, options: VerifyOptions): Promise<VerifyResult> {
+  const { pool, auditKey } = options;
+  const pageSize = options.pageSize ?? 5000;
+  const breaks: LedgerBreak[] = [];
+  const fromSeq = range.fromSeq ?? 1;
+  const toSeq = range.toSeq ?? Number.MAX_SAFE_INTEGER;
+
+  // The anchor: the last row before the range (its stored hmac_chain is where the range's first link starts).
+  let prevSeq: number | undefined;
+  let prevChain = "";
+  if (fromSeq > 1) {
+    const before = await pool.query<{ chain_seq: string; hmac_chain: string }>(
+      "SELECT chain_seq, hmac_chain FROM audit_events WHERE zone_id = $1 AND chain_seq < $2 ORDER BY chain_seq DESC LIMIT 1",
+      [zoneId, fromSeq],
+    );
+    const b = before.rows[0];
+    if (b !== undefined) {
+      prevSeq = Number(b.chain_seq);
+      prevChain = b.hmac_chain;
+    }
+  }
+
+  let rowsChecked = 0;
+  let cursor = prevSeq ?? fromSeq - 1;
+  for (;;) {
+    const page = await pool.query<Row>(
+      `SELECT ${ROW_COLUMNS} FROM audit_events WHERE zone_id = $1 AND chain_seq > $2 AND chain_seq <= $3 ORDER BY chain_seq LIMIT $4`,
+      [zoneId, cursor, toSeq, pageSize],
+    );
+    for (const row of page.rows) {
+      const seq = Number(row.chain_seq);
+      rowsChecked++;
+      let sha: string | undefined;
+      try {
+        sha = contentSha256(row.payload_json);
+      } catch {
+        sha = undefined;
+      }
+      const differing = columnsDiffering(row);
+      const contentOk = sha === row.content_sha256 && differing.length === 0;
+      if (!contentOk) {
+        breaks.push({
+          kind: "changed",
+          zoneId,
+          eventId: row.id,
+          chainSeq: seq,
+          detail: sha !== row.content_sha256 ? "payload_json does not hash to content_sha256" : `columns differ from payload_json: ${differing.join(", ")}`,
+        });
+      }
+      const gap = prevSeq !== undefined && seq !== prevSeq + 1;
+      if (gap) {
+        breaks.push({ kind: "deleted", zoneId, eventId: row.id, chainSeq: seq, detail: `chain_seq ${prevSeq! + 1}..${seq - 1} missing` });
+      }
+      // A first row with seq > 1 and nothing before it is an anchor (retention may have removed its predecessors).
+      const anchored = prevSeq !== undefined || seq === 1;
+      if (anchored) {
+        const expected = chainLink(auditKey, prevChain, sha ?? row.content_sha256);
+        // after a deletion the link is broken by construction: reported once, as `deleted`
+        if (expected !== row.hmac_chain && contentOk && !gap) {
+          breaks.push({ kind: "inserted", zoneId, eventId: row.id, chainSeq: seq, detail: "hmac_chain is not the link from the previous row" });
+        }
+      }
+      prevSeq = seq;
+      prevChain = row.hmac_chain;
+      cursor = seq;
+    }
+    if (page.rows.length < pageSize) break;
+  }
+
+  breaks.push(...(await verifyProducerChains(zoneId, fromSeq, toSeq, options)));
+  breaks.sort((a, b) => a.chainSeq - b.chainSeq);
+  return { rowsChecked, breaks };
+}
+
+/** Forks, broken links and gaps of the producer chains that have rows in the range. */
+async function verifyProducerChains(zoneId: string, fromSeq: number, toSeq: number, options: VerifyOptions): Promise<LedgerBreak[]> {
+  const now = options.now?.() ?? Date.now();
+  const rows = await options.pool.query<{
+    id: string;
+    chain_seq: string;
+    producer_id: string;
+    producer_seq: string;
+    producer_prev: string | null;
+    ingested_at: Date;
+    prev_seq: string | null;
+    prev_sig: string | null;
+    prev_id: string | null;
+  }>(
+    `SELECT id, chain_seq, producer_id, producer_seq, producer_prev, ingested_at,
+            lag(producer_seq) OVER w AS prev_seq, lag(sig) OVER w AS prev_sig, lag(id) OVER w AS prev_id
+       FROM audit_events
+      WHERE zone_id = $1 AND producer_id IN (
+              SELECT DISTINCT producer_id FROM audit_events
+               WHERE zone_id = $1 AND chain_seq BETWEEN $2 AND $3 AND producer_id IS NOT NULL)
+     WINDOW w AS (PARTITION BY producer_id ORDER BY producer_seq, chain_seq)`,
+    [zoneId, fromSeq, Math.min(toSeq, Number.MAX_SAFE_INTEGER)],
+  );
+  const out: LedgerBreak[] = [];
+  for (const r of rows.rows) {
+    const seq = Number(r.producer_seq);
+    const chainSeq = Number(r.chain_seq);
+    if (chainSeq < fromSeq || chainSeq > toSeq) continue;
+    const where = `producer ${r.producer_id} seq ${seq}`;
+    if (r.prev_seq === null) {
+      if (seq === 1 && (r.producer_prev ?? "") !== "") out.push({ kind: "broken_link", zoneId, eventId: r.id, chainSeq, detail: `${where}: first event has a prev` });
+      continue;
+    }
+    const prevSeq = Number(r.prev_seq);
+    if (prevSeq === seq) {
+      out.push({ kind: "fork", zoneId, eventId: r.id, chainSeq, detail: `${where}: also used by ${r.prev_id}` });
+    } else if (prevSeq === seq - 1) {
+      if (r.prev_sig !== null && r.producer_prev !== r.prev_sig) {
+        out.push({ kind: "broken_link", zoneId, eventId: r.id, chainSeq, detail: `${where}: prev is not the sig of ${r.prev_id}` });
+      }
+    } else if (now - r.ingested_at.getTime() > options.gapGraceMs) {
+      out.push({ kind: "gap", zoneId, eventId: r.id, chainSeq, detail: `${where}: seq ${prevSeq + 1}..${seq - 1} never arrived` });
+    }
+  }
+  return out;
+}
+
+/** Maps an occurred_at time range to the chain_seq range of a zone (rows in ingest order). */
+export async function seqRangeForTimes(pool: pg.Pool, zoneId: string, from: Date | undefined, to: Date | undefined): Promise<VerifyRange | undefined> {
+  const r = await pool.query<{ lo: string | null; hi: string | null }>(
+    `SELECT min(chain_seq) AS lo, max(chain_seq) AS hi FROM audit_events
+      WHERE zone_id = $1 AND ($2::timestamptz IS NULL OR occurred_at >= $2) AND ($3::timestamptz IS NULL OR occurred_at <= $3)`,
+    [zoneId, from ?? null, to ?? null],
+  );
+  const row = r.rows[0];
+  if (row?.lo == null || row.hi == null) return undefined;
+  return { fromSeq: from === undefined ? 1 : Number(row.lo), toSeq: to === undefined ? undefined : Number(row.hi) };
+}
