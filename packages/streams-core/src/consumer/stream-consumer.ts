@@ -61,6 +61,7 @@ interface Resolved<T> {
   readonly group: string;
   readonly consumer: string;
   readonly signing: SignaturePolicy;
+  readonly signatureOptional: boolean;
   readonly handleMessage: MessageHandler<T> | undefined;
   readonly handleBatch: BatchHandler<T> | undefined;
   readonly parse: (fields: Fields) => T;
@@ -99,6 +100,7 @@ function resolveOptions<T>(o: ConsumerOptions<T>): Resolved<T> {
     group: o.group,
     consumer: o.consumer,
     signing: o.signing,
+    signatureOptional: o.signatureOptional ?? false,
     handleMessage: o.handleMessage,
     handleBatch: o.handleBatch,
     parse: o.parse ?? schemaParser<T>(o.topic),
@@ -652,7 +654,7 @@ export class StreamConsumer<T> {
       }
       if (signer !== undefined) {
         const verdict = signer.verify(stream, fields);
-        if (verdict !== "valid") {
+        if (verdict !== "valid" && !(verdict === "missing" && this.o.signatureOptional)) {
           if (strict) {
             letters.push({
               entry,

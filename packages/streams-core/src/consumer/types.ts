@@ -88,6 +88,12 @@ export interface ConsumerOptions<T> {
   /** Unique per replica (hostname, or hostname-pid). */
   consumer: string;
   signing: SignaturePolicy;
+  /**
+   * Accept entries that carry no `_sig` even in rc/stable; a `_sig` that is present is still verified and a
+   * wrong one rejected. For the audit stream, whose upstream frames (`{id,data,sig}`) carry no `_sig` and
+   * are authenticated by `sig` (WIRE §6). Default false.
+   */
+  signatureOptional?: boolean;
   /** Exactly one of `handleMessage` / `handleBatch`. */
   handleMessage?: MessageHandler<T>;
   handleBatch?: BatchHandler<T>;
