@@ -1,0 +1,254 @@
+import type { OutboxRejectReason } from "@caracal/outbox";
+import { outboxEntry } from "@caracal/outbox";
+import type { PublishEntry, PublishOutcome, RedisClient, StreamPublisher } from "@caracal/streams-core";
+import { errorMessage } from "@caracal/streams-core";
+import type pg from "pg";
+import type { Logger } from "pino";
+
+import { backoffMs } from "./backoff.js";
+import type { DispatcherMetrics, FailureReason } from "./metrics.js";
+import type { ClaimedRow, RowOutcome } from "./sql.js";
+import { CLAIM_LOCK_KEY, GUARDED_SQL, claimSql, markSql } from "./sql.js";
+
+export interface DispatcherOptions {
+  pool: pg.Pool;
+  /** Publishes with `maxLenFor: () => CARACAL_OUTBOX_STREAM_MAXLEN` and the deployment's key prefix. */
+  publisher: StreamPublisher;
+  /** The publisher's connection: no row is claimed while it is not `ready` (rows stay pending, attempts untouched). */
+  redis: RedisClient;
+  metrics: DispatcherMetrics;
+  logger: Logger;
+  /** `locked_by` of this replica; unique per process. */
+  owner: string;
+  /** Rows per claim. Default 32. */
+  batchSize?: number;
+  /** Fallback poll interval. Default 250 ms. */
+  pollMs?: number;
+  /** Attempts after which a row is failed. Default 100. */
+  maxAttempts?: number;
+  /** Lease of a claimed row. Default 30,000 ms. */
+  leaseMs?: number;
+  /** A publish slower than this fails the batch (transient). Default 5,000 ms. */
+  publishTimeoutMs?: number;
+  /** First retry delay (doubling, jittered, capped at 60 s). Default 500 ms. */
+  backoffBaseMs?: number;
+}
+
+export type DispatcherState = "idle" | "running" | "draining" | "stopped" | "failed";
+
+/**
+ * Moves committed `event_outbox` rows to their streams: claim (lease) -> sign + pipelined XADD -> mark.
+ * The mark of batch N travels with the claim of batch N+1, so a batch costs one PostgreSQL and one Redis
+ * round trip. At-least-once: a crash between XADD and mark republishes the row after its lease, with
+ * the same `outbox_id`. `run` is called once; `wake` is safe to call at any time (NOTIFY handler).
+ */
+export class OutboxDispatcher {
+  state: DispatcherState = "idle";
+  private readonly o: Required<DispatcherOptions>;
+  private woken = false;
+  private wakeUp: (() => void) | undefined;
+
+  constructor(options: DispatcherOptions) {
+    this.o = {
+      batchSize: 32,
+      pollMs: 250,
+      maxAttempts: 100,
+      leaseMs: 30_000,
+      publishTimeoutMs: 5_000,
+      backoffBaseMs: 500,
+      ...options,
+    };
+  }
+
+  /** Ends the current wait at once (a NOTIFY arrived, or a test wants a pass now). */
+  wake(): void {
+    this.woken = true;
+    this.wakeUp?.();
+  }
+
+  /** Dispatches until `signal` aborts, then finishes the in-flight batch and writes its outcomes. */
+  async run(signal: AbortSignal): Promise<void> {
+    if (this.state !== "idle") throw new Error(`dispatcher already ${this.state}`);
+    this.state = "running";
+    const onAbort = () => this.wake();
+    signal.addEventListener("abort", onAbort);
+    let marks: RowOutcome[] = [];
+    let dbFailures = 0;
+    let guardDelayMs = 0;
+    try {
+      while (!signal.aborted) {
+        const redisUp = this.o.redis.status === "ready";
+        const started = performance.now();
+        let claimed: ClaimedRow[];
+        let guarded: boolean;
+        try {
+          ({ rows: claimed, guarded } = await this.exchange(marks, redisUp ? this.o.batchSize : 0));
+          marks = [];
+          dbFailures = 0;
+        } catch (error) {
+          dbFailures++;
+          this.o.metrics.databaseErrors.inc();
+          this.o.logger.warn({ err: errorMessage(error), failures: dbFailures }, "outbox claim/mark failed: retrying");
+          await this.sleep(backoffMs(dbFailures, this.o.pollMs, 0.5), signal, false);
+          continue;
+        }
+        if (claimed.length === 0) {
+          if (guarded && redisUp) {
+            // Committed rows wait behind a running transaction; it may not notify when it ends.
+            guardDelayMs = Math.min(guardDelayMs === 0 ? 2 : guardDelayMs * 2, this.o.pollMs);
+            await this.sleep(guardDelayMs, signal, true);
+          } else {
+            guardDelayMs = 0;
+            await this.sleep(this.o.pollMs, signal, true);
+          }
+          continue;
+        }
+        guardDelayMs = 0;
+        marks = await this.publish(claimed);
+        this.o.metrics.batchDuration.observe((performance.now() - started) / 1000);
+      }
+      this.state = "draining";
+      await this.flush(marks);
+      this.state = "stopped";
+    } catch (error) {
+      this.state = "failed";
+      throw error;
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+    }
+  }
+
+  /** Writes the last outcomes on shutdown; a failure only costs duplicates after the lease. */
+  private async flush(marks: RowOutcome[]): Promise<void> {
+    for (let attempt = 1; marks.length > 0 && attempt <= 3; attempt++) {
+      try {
+        await this.exchange(marks, 0);
+        return;
+      } catch (error) {
+        this.o.logger.warn({ err: errorMessage(error), attempt }, "outbox: could not mark the last batch");
+        await new Promise((r) => setTimeout(r, 100 * attempt));
+      }
+    }
+  }
+
+  /**
+   * One round trip, one implicit transaction (simple query protocol, several statements): write the
+   * outcomes of the previous batch, then claim the next one under the claim lock.
+   */
+  private async exchange(marks: readonly RowOutcome[], limit: number): Promise<{ rows: ClaimedRow[]; guarded: boolean }> {
+    // Losing a mark in a database crash only republishes the row (same outbox_id): no fsync wait.
+    const statements = ["SET LOCAL synchronous_commit = off", ...markSql(marks, this.o.owner)];
+    if (limit > 0) statements.push(`SELECT pg_advisory_xact_lock(${CLAIM_LOCK_KEY})`, claimSql(limit, this.o.leaseMs, this.o.owner), GUARDED_SQL);
+    if (statements.length === 1) return { rows: [], guarded: false };
+    const raw = (await this.o.pool.query(statements.join(";\n"))) as unknown;
+    if (limit === 0) return { rows: [], guarded: false };
+    const results = raw as pg.QueryResult[];
+    const rows = (results[results.length - 2]?.rows ?? []) as ClaimedRow[];
+    const guarded = Boolean(results[results.length - 1]?.rows[0]?.guarded);
+    return { rows: rows.sort(compareRows), guarded };
+  }
+
+  /** Publishes a claimed batch in dispatch order; never throws, every row gets an outcome. */
+  private async publish(rows: readonly ClaimedRow[]): Promise<RowOutcome[]> {
+    const outcomes: RowOutcome[] = [];
+    const entries: PublishEntry[] = [];
+    const sent: ClaimedRow[] = [];
+    for (const row of rows) {
+      const check = outboxEntry(row.stream_name, row.payload_json, row.id);
+      if (!check.ok) {
+        this.reject(row, check.reason, check.message, outcomes);
+        continue;
+      }
+      entries.push({ stream: check.topic.stream, fields: check.fields });
+      sent.push(row);
+    }
+    if (entries.length === 0) return outcomes;
+    let results: PublishOutcome[] | undefined;
+    let batchError: { reason: FailureReason; message: string } | undefined;
+    try {
+      results = await withTimeout(this.o.publisher.publishBatch(entries), this.o.publishTimeoutMs);
+      if (results === undefined) batchError = { reason: "publish_timeout", message: `publish took over ${this.o.publishTimeoutMs} ms` };
+    } catch (error) {
+      batchError = { reason: "redis_error", message: errorMessage(error) };
+    }
+    if (batchError !== undefined) {
+      this.o.logger.warn({ rows: sent.length, reason: batchError.reason, err: batchError.message }, "outbox publish failed: rows will be retried");
+      // One delay for the whole batch, so its rows come due together and keep their order.
+      const attempt = Math.max(...sent.map((r) => r.attempts)) + 1;
+      const delayMs = backoffMs(attempt, this.o.backoffBaseMs);
+      for (const row of sent) this.retry(row, batchError.reason, batchError.message, delayMs, outcomes);
+      return outcomes;
+    }
+    sent.forEach((row, i) => {
+      const result = results?.[i];
+      if (result?.ok) {
+        outcomes.push({ kind: "dispatched", id: row.id, entryId: result.id });
+        this.o.metrics.dispatched.inc({ stream: row.stream_name });
+      } else {
+        const message = result ? errorMessage(result.error) : "no reply";
+        this.o.logger.warn({ outboxId: row.id, stream: row.stream_name, err: message }, "outbox XADD failed: row will be retried");
+        this.retry(row, "redis_error", message, backoffMs(row.attempts + 1, this.o.backoffBaseMs), outcomes);
+      }
+    });
+    return outcomes;
+  }
+
+  private retry(row: ClaimedRow, reason: FailureReason, message: string, delayMs: number, outcomes: RowOutcome[]): void {
+    const failNow = row.attempts + 1 >= this.o.maxAttempts;
+    this.o.metrics.failures.inc({ reason });
+    if (failNow) {
+      this.o.metrics.failures.inc({ reason: "max_attempts" });
+      this.o.logger.error({ outboxId: row.id, stream: row.stream_name, attempts: row.attempts + 1 }, "outbox row failed after max attempts");
+    }
+    outcomes.push({ kind: "retry", id: row.id, delayMs, error: `${reason}: ${message}`, failNow });
+  }
+
+  private reject(row: ClaimedRow, reason: OutboxRejectReason, message: string, outcomes: RowOutcome[]): void {
+    this.o.metrics.failures.inc({ reason });
+    this.o.logger.error({ outboxId: row.id, stream: row.stream_name, reason, err: message }, "outbox row can never be published: failed");
+    outcomes.push({ kind: "failed", id: row.id, error: `${reason}: ${message}` });
+  }
+
+  /** Waits `ms`, or less if aborted, or (when `wakeable`) if woken by a NOTIFY. */
+  private sleep(ms: number, signal: AbortSignal, wakeable: boolean): Promise<void> {
+    if (signal.aborted) return Promise.resolve();
+    if (wakeable && this.woken) {
+      this.woken = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.wakeUp = undefined;
+        if (wakeable) this.woken = false;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.wakeUp = () => {
+        if (wakeable || signal.aborted) done();
+      };
+    });
+  }
+}
+
+/** Dispatch order: (tx_id, seq, created_at, id), as in the claim. */
+function compareRows(a: ClaimedRow, b: ClaimedRow): number {
+  const tx = BigInt(a.tx_key) - BigInt(b.tx_key);
+  if (tx !== 0n) return tx < 0n ? -1 : 1;
+  const seq = BigInt(a.seq_key) - BigInt(b.seq_key);
+  if (seq !== 0n) return seq < 0n ? -1 : 1;
+  const t = a.created_at.getTime() - b.created_at.getTime();
+  if (t !== 0) return t;
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}
+
+/** Resolves to undefined on timeout; the late result is ignored. */
+async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  promise.catch(() => undefined);
+  try {
+    return await Promise.race([promise, new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

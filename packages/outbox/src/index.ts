@@ -1,0 +1,5 @@
+export * from "./errors.js";
+export * from "./executor.js";
+export * from "./fields.js";
+export * from "./enqueue.js";
+export * from "./requeue.js";

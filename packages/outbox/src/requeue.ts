@@ -1,0 +1,36 @@
+import type { OutboxTx } from "./executor.js";
+import { run } from "./executor.js";
+import { OUTBOX_CHANNEL } from "./fields.js";
+
+/** Which failed rows to requeue: by id, by stream, or every failed row. */
+export type RequeueFilter = { ids: readonly string[] } | { stream: string } | { allFailed: true };
+
+/**
+ * Puts failed rows back in line (operator action): `failed_at` cleared, `attempts` reset to 0, due now.
+ * `last_error` is kept as the record of the earlier failure until the next attempt overwrites it.
+ * A requeued row keeps its place key, so it leaves before later rows of its stream that are still
+ * pending, but after those already dispatched. Notifies the dispatchers. Returns the number of rows.
+ */
+export async function requeue(tx: OutboxTx, filter: RequeueFilter): Promise<number> {
+  let where: string;
+  let values: unknown[];
+  if ("ids" in filter) {
+    where = "id = ANY($1::text[])";
+    values = [[...filter.ids]];
+  } else if ("stream" in filter) {
+    where = "stream_name = $1";
+    values = [filter.stream];
+  } else {
+    where = "TRUE";
+    values = [];
+  }
+  const rows = await run(
+    tx,
+    `WITH upd AS (
+       UPDATE event_outbox SET failed_at = NULL, attempts = 0, available_at = now(), locked_until = NULL, locked_by = NULL
+       WHERE failed_at IS NOT NULL AND dispatched_at IS NULL AND ${where} RETURNING 1
+     ) SELECT count(*)::int AS n, pg_notify('${OUTBOX_CHANNEL}', '') FROM upd`,
+    values,
+  );
+  return Number(rows[0]?.n ?? 0);
+}
