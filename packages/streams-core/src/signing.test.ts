@@ -133,3 +133,28 @@ describe("properties", () => {
     expect(signer.verify("s", { a: "1" })).toBe("missing");
   });
 });
+
+describe("canonical key order", () => {
+  // Reference: sort by the UTF-8 bytes themselves. Keys mix ASCII, U+E000..FFFF and astral characters,
+  // where UTF-16 order and byte order disagree.
+  const referenceCanonical = (stream: string, fields: Record<string, string>) =>
+    Buffer.from(
+      `${stream}\n${Object.keys(fields)
+        .filter((k) => k !== "_sig")
+        .sort((a, b) => Buffer.compare(Buffer.from(a, "utf8"), Buffer.from(b, "utf8")))
+        .map((k) => `${k}=${fields[k]}\n`)
+        .join("")}`,
+      "utf8",
+    );
+  const tricky = fc.constantFrom("a", "z", "\uE000", "\uFFFD", "\uFF21", "😀", "𝔸", "é", "_", "");
+  const key = fc.array(tricky, { minLength: 1, maxLength: 4 }).map((parts) => parts.join(""));
+
+  it("sorts keys in UTF-8 byte order, astral and high-BMP characters included", () => {
+    fc.assert(
+      fc.property(fc.dictionary(key, fc.string(), { maxKeys: 10 }), (fields) => {
+        expect(canonicalBytes("s", fields).equals(referenceCanonical("s", fields))).toBe(true);
+      }),
+    );
+    expect(canonicalBytes("s", { "\uFFFD": "1", "😀": "2" }).toString("utf8")).toBe("s\n\uFFFD=1\n😀=2\n");
+  });
+});

@@ -39,9 +39,25 @@ export function canonicalBytes(stream: string, fields: Readonly<Record<string, s
   return Buffer.from(text, "utf8");
 }
 
-/** Byte-order comparison of UTF-8 strings (JS `<` compares UTF-16 code units, which differs above U+FFFF). */
+/**
+ * Byte-order comparison of UTF-8 strings without encoding them (this runs for every signed and verified
+ * entry). UTF-8 byte order is code point order; UTF-16 code unit order (JS `<`) differs from it only
+ * when a surrogate (U+D800..DFFF, part of a code point above U+FFFF) meets a unit in U+E000..FFFF, so
+ * those two ranges are swapped before comparing the first differing unit.
+ */
 function compareBytes(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a, "utf8"), Buffer.from(b, "utf8"));
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    let x = a.charCodeAt(i);
+    let y = b.charCodeAt(i);
+    if (x === y) continue;
+    if (x >= 0xd800 && y >= 0xd800) {
+      x = x >= 0xe000 ? x - 0x800 : x + 0x2000;
+      y = y >= 0xe000 ? y - 0x800 : y + 0x2000;
+    }
+    return x - y;
+  }
+  return a.length - b.length;
 }
 
 export function hmacHex(key: Buffer, bytes: Buffer | string): string {
