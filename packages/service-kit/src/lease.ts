@@ -16,6 +16,8 @@ import { hostname } from "node:os";
 import { CaracalError } from "@caracal/streams-core";
 import type { RedisClient } from "@caracal/streams-core";
 import type { Logger } from "pino";
+import { Gauge } from "prom-client";
+import type { Registry } from "prom-client";
 
 const RENEW_SCRIPT = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) else return 0 end`;
 const RELEASE_SCRIPT = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end`;
@@ -288,4 +290,13 @@ export function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> 
     }, ms);
     signal?.addEventListener("abort", onAbort, { once: true });
   });
+}
+
+/**
+ * `caracal_leader{lease}`: 1 while this replica holds the lease, else 0. One gauge per registry, shared by
+ * every lease of the process.
+ */
+export function leaderGauge(registry: Registry): Gauge<"lease"> {
+  const existing = registry.getSingleMetric("caracal_leader") as Gauge<"lease"> | undefined;
+  return existing ?? new Gauge({ name: "caracal_leader", help: "1 while this replica holds the named lease", labelNames: ["lease"], registers: [registry] });
 }
