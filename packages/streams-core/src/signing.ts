@@ -31,12 +31,19 @@ export function parseHmacKey(hex: string, variable: string): Buffer {
  * by byte order. Values are not escaped; null or undefined values (possible in untyped input) are skipped.
  */
 export function canonicalBytes(stream: string, fields: Readonly<Record<string, string | null | undefined>>): Buffer {
-  const keys = Object.keys(fields)
-    .filter((k) => k !== SIGNATURE_FIELD && fields[k] !== null && fields[k] !== undefined)
-    .sort(compareBytes);
+  return Buffer.from(canonicalText(stream, fields), "utf8");
+}
+
+/** The canonical bytes as a JS string (HMAC input is its UTF-8 encoding); avoids a Buffer per entry. */
+export function canonicalText(stream: string, fields: Readonly<Record<string, string | null | undefined>>): string {
+  const keys: string[] = [];
+  for (const k in fields) {
+    if (k !== SIGNATURE_FIELD && fields[k] !== null && fields[k] !== undefined) keys.push(k);
+  }
+  keys.sort(compareBytes);
   let text = `${stream}\n`;
   for (const key of keys) text += `${key}=${fields[key] as string}\n`;
-  return Buffer.from(text, "utf8");
+  return text;
 }
 
 /**
@@ -113,7 +120,7 @@ export class StreamSigner {
   }
 
   sign(stream: string, fields: Readonly<Fields>): string {
-    return hmacHex(this.signingKey, canonicalBytes(stream, fields));
+    return createHmac("sha256", this.signingKey).update(canonicalText(stream, fields), "utf8").digest("hex");
   }
 
   /** Returns the fields with `_sig` set (a copy; the input is not changed). */
@@ -124,11 +131,11 @@ export class StreamSigner {
   verify(stream: string, fields: Readonly<Fields>): VerifyResult {
     const presented = fields[SIGNATURE_FIELD];
     if (presented === undefined || presented === "") return "missing";
-    const bytes = canonicalBytes(stream, fields);
+    const bytes = canonicalText(stream, fields);
     let ok = false;
     // Every key is tried (no early exit) so timing does not reveal which key matched.
     for (const key of this.verifyKeys) {
-      if (hexDigestEquals(presented, createHmac("sha256", key).update(bytes).digest())) ok = true;
+      if (hexDigestEquals(presented, createHmac("sha256", key).update(bytes, "utf8").digest())) ok = true;
     }
     return ok ? "valid" : "invalid";
   }

@@ -1,0 +1,265 @@
+/**
+ * `pnpm bench:core`: throughput of the publisher and the consumer engine beside the raw Redis commands
+ * they wrap, measured in the same run on a fresh key prefix, plus sign/verify rates and the XREADGROUP
+ * decode cost of ioredis 5 vs 6. Prints a table and writes bench-results/core.json.
+ *
+ * Environment: REDIS_URL (default redis://127.0.0.1:6379), BENCH_EVENTS (default 100000),
+ * BENCH_ROUNDS (default 2: best of n, alternating the measured code and its baseline).
+ */
+import { randomBytes, randomUUID } from "node:crypto";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+
+import { Redis } from "ioredis";
+import { Redis as Redis6 } from "ioredis6";
+
+import type { Fields } from "../codec.js";
+import { fieldsToArgs } from "../codec.js";
+import { StreamConsumer } from "../consumer/stream-consumer.js";
+import { StreamPublisher } from "../publisher.js";
+import { Topics, streamKey } from "../registry.js";
+import { StreamSigner } from "../signing.js";
+import type { SignaturePolicy } from "../signing.js";
+
+interface Metric {
+  name: string;
+  value: number;
+  unit: string;
+  baseline: number | null;
+  ratio: number | null;
+  goal?: string;
+}
+
+const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
+const EVENTS = Number(process.env.BENCH_EVENTS ?? 100_000);
+const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 2));
+const BATCH = 500;
+const topic = Topics.sessionsRevoke;
+
+/** A revocation as the outbox dispatcher publishes it (about 330 bytes of fields). */
+function revocation(i: number): Fields {
+  return {
+    outbox_id: String(1_000_000 + i),
+    zone_id: "5f0c6a52-8c1e-4c53-9d0e-2f7a4b1c9e10",
+    reason: "session_revoked_by_admin",
+    session_id: randomUUID(),
+    agent_session_id: randomUUID(),
+    root_sid: randomUUID(),
+    grant_id: randomUUID(),
+    occurred_at: new Date(1_790_000_000_000 + i).toISOString(),
+  };
+}
+
+async function timed(run: () => Promise<void>): Promise<number> {
+  const t0 = performance.now();
+  await run();
+  return (performance.now() - t0) / 1000;
+}
+
+function rate(count: number, seconds: number): number {
+  return Math.round(count / seconds);
+}
+
+async function main(): Promise<void> {
+  const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 20 });
+  const prefix = `bench:${randomBytes(4).toString("hex")}:`;
+  const signing: SignaturePolicy = { mode: "stable", signer: new StreamSigner(randomBytes(32)) };
+  const signer = signing.signer as StreamSigner;
+  const metrics: Metric[] = [];
+  const events = Array.from({ length: EVENTS }, (_, i) => revocation(i));
+  const log = (text: string) => process.stderr.write(`${text}\n`);
+  log(`bench:core  events=${EVENTS}  rounds=${ROUNDS}  redis=${REDIS_URL.replace(/\/\/.*@/, "//***@")}  prefix=${prefix}`);
+
+  try {
+    // (a) publish: StreamPublisher (sign + XADD MAXLEN ~, pipelined per batch) vs raw pipelined XADD of pre-signed entries.
+    const presigned = events.map((f) => fieldsToArgs(signer.signFields(topic.stream, f)));
+    let pubBest = Infinity;
+    let rawBest = Infinity;
+    for (let round = 0; round < ROUNDS; round++) {
+      const rawKey = `${prefix}raw-pub-${round}`;
+      rawBest = Math.min(
+        rawBest,
+        await timed(async () => {
+          for (let i = 0; i < EVENTS; i += BATCH) {
+            const pipeline = redis.pipeline();
+            for (let j = i; j < Math.min(EVENTS, i + BATCH); j++) pipeline.xadd(rawKey, "MAXLEN", "~", topic.maxLen, "*", ...(presigned[j] as string[]));
+            await pipeline.exec();
+          }
+        }),
+      );
+      await redis.del(rawKey);
+      const publisher = new StreamPublisher({ redis, signing, keyPrefix: `${prefix}pub-${round}:` });
+      pubBest = Math.min(
+        pubBest,
+        await timed(async () => {
+          for (let i = 0; i < EVENTS; i += BATCH) {
+            const outcomes = await publisher.publishBatch(events.slice(i, i + BATCH).map((fields) => ({ stream: topic.stream, fields })));
+            if (outcomes.some((o) => !o.ok)) throw new Error("publish failed");
+          }
+        }),
+      );
+      if (round < ROUNDS - 1) await redis.del(streamKey(topic.stream, `${prefix}pub-${round}:`));
+    }
+    metrics.push(ratioMetric("publish events/s (StreamPublisher, signed, batches of 500)", rate(EVENTS, pubBest), rate(EVENTS, rawBest), "events/s", ">= 0.85"));
+
+    // The stream the publisher wrote in its last round holds EVENTS signed entries: consume it.
+    const consumePrefix = `${prefix}pub-${ROUNDS - 1}:`;
+    const key = streamKey(topic.stream, consumePrefix);
+
+    // (b) consume: StreamConsumer (read + verify + parse + one XACK per batch) vs raw XREADGROUP COUNT 500 + XACK.
+    let engineBest = Infinity;
+    let rawConsumeBest = Infinity;
+    for (let round = 0; round < ROUNDS; round++) {
+      const rawGroup = `raw-${round}`;
+      await redis.xgroup("CREATE", key, rawGroup, "0");
+      rawConsumeBest = Math.min(
+        rawConsumeBest,
+        await timed(async () => {
+          let read = 0;
+          while (read < EVENTS) {
+            const reply = (await redis.xreadgroup("GROUP", rawGroup, "bench", "COUNT", BATCH, "STREAMS", key, ">")) as Array<
+              [string, Array<[string, string[]]>]
+            > | null;
+            const entries = reply?.[0]?.[1] ?? [];
+            if (entries.length === 0) throw new Error("raw consumer ran dry");
+            await redis.xack(key, rawGroup, ...entries.map((e) => e[0]));
+            read += entries.length;
+          }
+        }),
+      );
+      engineBest = Math.min(engineBest, await consumeWithEngine(redis, signing, consumePrefix, topic.groups.sts.concat(`-${round}`)));
+    }
+    metrics.push(ratioMetric("consume events/s (StreamConsumer: read + verify + parse + ack)", rate(EVENTS, engineBest), rate(EVENTS, rawConsumeBest), "events/s", ">= 0.70"));
+
+    // (c) sign and verify rates (single core, no I/O), beside a bare HMAC-SHA256 of the same bytes.
+    const signed = events.map((f) => signer.signFields(topic.stream, f));
+    const signSeconds = await timed(async () => {
+      for (const f of events) signer.sign(topic.stream, f);
+    });
+    const verifySeconds = await timed(async () => {
+      for (const f of signed) if (signer.verify(topic.stream, f) !== "valid") throw new Error("verify failed");
+    });
+    const { createHmac } = await import("node:crypto");
+    const key32 = randomBytes(32);
+    const canonical = events.map((f) => `${topic.stream}\n${Object.keys(f).sort().map((k) => `${k}=${f[k]}\n`).join("")}`);
+    const hmacSeconds = await timed(async () => {
+      for (const text of canonical) createHmac("sha256", key32).update(text).digest("hex");
+    });
+    metrics.push(ratioMetric("sign ops/s (canonical bytes + HMAC-SHA256)", rate(EVENTS, signSeconds), rate(EVENTS, hmacSeconds), "ops/s"));
+    metrics.push(ratioMetric("verify ops/s (canonical bytes + HMAC-SHA256 + constant-time compare)", rate(EVENTS, verifySeconds), rate(EVENTS, hmacSeconds), "ops/s"));
+
+    // (d) XREADGROUP decode of the same entries: ioredis 5.11 (used) vs ioredis 6 (RESP3 default, and RESP2).
+    const clients: Array<[string, { xreadgroup: Redis["xreadgroup"]; xgroup: Redis["xgroup"]; quit(): Promise<unknown> }]> = [
+      ["ioredis 5.11", new Redis(REDIS_URL)],
+      ["ioredis 6 (default protocol: RESP3)", new Redis6(REDIS_URL) as unknown as Redis],
+      ["ioredis 6 (protocol: 2)", new Redis6(REDIS_URL, { protocol: 2 }) as unknown as Redis],
+    ];
+    const decode = new Map<string, number>();
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const [name, client] of clients) {
+        const g = `decode-${round}-${name.replace(/\W+/g, "-")}`;
+        await client.xgroup("CREATE", key, g, "0");
+        const seconds = await timed(async () => {
+          let read = 0;
+          while (read < EVENTS) {
+            const reply = (await client.xreadgroup("GROUP", g, "bench", "COUNT", BATCH, "STREAMS", key, ">")) as Array<
+              [string, Array<[string, string[]]>]
+            > | null;
+            const entries = reply?.[0]?.[1] ?? [];
+            if (entries.length === 0) throw new Error(`${name} ran dry`);
+            if (typeof entries[0]?.[1]?.[0] !== "string") throw new Error(`${name}: unexpected reply shape`);
+            read += entries.length;
+          }
+        });
+        decode.set(name, Math.min(decode.get(name) ?? Infinity, seconds));
+      }
+    }
+    await Promise.all(clients.map(([, c]) => c.quit()));
+    const v5 = rate(EVENTS, decode.get("ioredis 5.11") as number);
+    for (const [name] of clients.slice(1)) {
+      metrics.push(ratioMetric(`XREADGROUP decode entries/s: ioredis 5.11 vs ${name}`, v5, rate(EVENTS, decode.get(name) as number), "entries/s"));
+    }
+  } finally {
+    await deletePrefix(redis, prefix);
+    await redis.quit();
+  }
+
+  printTable(metrics);
+  const out = resolve(process.env.BENCH_RESULTS_DIR ?? findRepoRoot(), "bench-results", "core.json");
+  mkdirSync(dirname(out), { recursive: true });
+  writeFileSync(out, `${JSON.stringify({ events: EVENTS, rounds: ROUNDS, metrics }, null, 2)}\n`);
+  process.stderr.write(`wrote ${out}\n`);
+}
+
+async function consumeWithEngine(redis: Redis, signing: SignaturePolicy, keyPrefix: string, group: string): Promise<number> {
+  let acked = 0;
+  let reached: () => void = () => undefined;
+  const allAcked = new Promise<void>((r) => (reached = r));
+  const consumer = new StreamConsumer({
+    redis,
+    topic,
+    group,
+    consumer: "bench",
+    signing,
+    keyPrefix,
+    startId: "0",
+    batchSize: BATCH,
+    blockMs: 1_000,
+    metrics: {
+      acked: (n) => {
+        acked += n;
+        if (acked >= EVENTS) reached();
+      },
+      deadLettered: (reason) => {
+        throw new Error(`unexpected dead letter: ${reason}`);
+      },
+    },
+    handleBatch: async () => undefined,
+  });
+  const controller = new AbortController();
+  const t0 = performance.now();
+  const done = consumer.run(controller.signal);
+  await allAcked;
+  const seconds = (performance.now() - t0) / 1000;
+  controller.abort();
+  await done;
+  return seconds;
+}
+
+function ratioMetric(name: string, value: number, baseline: number, unit: string, goal?: string): Metric {
+  const m: Metric = { name, value, unit, baseline, ratio: Math.round((value / baseline) * 1000) / 1000 };
+  if (goal !== undefined) m.goal = goal;
+  return m;
+}
+
+function printTable(metrics: readonly Metric[]): void {
+  const rows = metrics.map((m) => [m.name, `${m.value.toLocaleString("en-US")} ${m.unit}`, m.baseline === null ? "" : m.baseline.toLocaleString("en-US"), m.ratio === null ? "" : m.ratio.toFixed(3), m.goal ?? ""]);
+  const header = ["metric", "value", "baseline", "ratio", "goal"];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
+  const line = (cells: readonly string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i] as number)).join(" | ")} |`;
+  console.log(line(header));
+  console.log(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
+  for (const r of rows) console.log(line(r));
+}
+
+async function deletePrefix(redis: Redis, prefix: string): Promise<void> {
+  let cursor = "0";
+  do {
+    const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
+    cursor = next;
+    if (keys.length > 0) await redis.del(...keys);
+  } while (cursor !== "0");
+}
+
+/** The directory holding pnpm-workspace.yaml, so results land in <repo>/bench-results whatever the cwd. */
+function findRepoRoot(): string {
+  for (let dir = process.cwd(); ; dir = dirname(dir)) {
+    if (existsSync(resolve(dir, "pnpm-workspace.yaml"))) return dir;
+    if (dirname(dir) === dir) return process.cwd();
+  }
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exitCode = 1;
+});
