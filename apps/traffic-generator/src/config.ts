@@ -1,0 +1,123 @@
+/**
+ * The traffic generator's settings: the only reader of the environment. Every bad variable is named in
+ * one ConfigError; values are never echoed (a bad value may be a key).
+ */
+import type { CaracalMode, SignaturePolicy } from "@caracal/streams-core";
+import { ConfigError, parseHmacKey, signaturePolicy } from "@caracal/streams-core";
+import { databaseUrlVar, intVar, loadEnv, modeVar, redisUrlVar } from "@caracal/service-kit";
+import { z } from "zod";
+
+/** A non-negative rate in events per second (fractions allowed: 0.5 is one every two seconds). */
+const rateVar = (defaultValue: number) =>
+  z.coerce
+    .number({ message: "must be a number" })
+    .min(0, { message: "must be >= 0" })
+    .max(100_000, { message: "must be <= 100000" })
+    .default(defaultValue);
+
+export const envSchema = z.object({
+  /** HTTP port of /healthz, /readyz, /metrics. Default 9092. */
+  PORT: intVar(9092, { min: 0, max: 65535 }),
+  DATABASE_URL: databaseUrlVar(),
+  REDIS_URL: redisUrlVar(),
+  /** dev, rc or stable (default). rc/stable require AUDIT_HMAC_KEY and STREAMS_HMAC_KEY. */
+  CARACAL_MODE: modeVar(),
+  /** Hex key of the audit frame `sig` (>= 32 bytes). Unset: dev only. */
+  AUDIT_HMAC_KEY: z.string().optional(),
+  /** Hex key of `_sig` on the audit stream (the outbox dispatcher signs outbox rows). Unset: dev only. */
+  STREAMS_HMAC_KEY: z.string().optional(),
+  STREAMS_HMAC_KEYS_PREVIOUS: z.string().optional(),
+  /** Where audit batches Redis refuses are spilled and replayed from. Unset: held in memory. */
+  AUDIT_REPLAY_DIR: z.string().optional(),
+  /** Audit events per second. Default 50. */
+  TRAFFIC_AUDIT_RATE: rateVar(50),
+  /** Outbox rows (revocations, policy invalidations) per second. Default 2. */
+  TRAFFIC_OUTBOX_RATE: rateVar(2),
+  /** Number of zones the traffic is spread over (`zone-1` ... `zone-N`). Default 3. */
+  TRAFFIC_ZONES: intVar(3, { min: 1, max: 10_000 }),
+  /** Stop after this long; 0 runs until SIGTERM. Default 0. */
+  TRAFFIC_DURATION_MS: intVar(0, { min: 0 }),
+  /** Prefix of every Redis key (tests, tenants sharing one Redis). Default "". */
+  CARACAL_KEY_PREFIX: z.string().default(""),
+  /** Time to flush buffered audit events on SIGTERM before the process is forced out. Default 10,000 ms. */
+  CARACAL_SHUTDOWN_GRACE_MS: intVar(10_000, { min: 0 }),
+});
+
+export interface TrafficConfig {
+  port: number;
+  databaseUrl: string;
+  redisUrl: string;
+  mode: CaracalMode;
+  auditKey: Buffer | undefined;
+  signing: SignaturePolicy;
+  replayDir: string | undefined;
+  auditRate: number;
+  outboxRate: number;
+  zones: string[];
+  durationMs: number;
+  keyPrefix: string;
+  shutdownGraceMs: number;
+}
+
+/** Parses and validates the environment; throws one ConfigError naming every bad variable. */
+export function loadConfig(env: NodeJS.ProcessEnv | Record<string, string | undefined>): TrafficConfig {
+  const problems: string[] = [];
+  let parsed: z.output<typeof envSchema> | undefined;
+  try {
+    parsed = loadEnv(envSchema, env);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    problems.push(...error.problems);
+  }
+  const set = (name: string) => env[name] !== undefined && env[name] !== "";
+  const mode = (env.CARACAL_MODE && ["dev", "rc", "stable"].includes(env.CARACAL_MODE) ? env.CARACAL_MODE : "stable") as CaracalMode;
+  let auditKey: Buffer | undefined;
+  if (set("AUDIT_HMAC_KEY")) {
+    try {
+      auditKey = parseHmacKey(env.AUDIT_HMAC_KEY as string, "AUDIT_HMAC_KEY");
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      problems.push(...error.problems);
+    }
+  } else if (mode !== "dev") {
+    problems.push(`AUDIT_HMAC_KEY: required when CARACAL_MODE=${mode}`);
+  }
+  let signing: SignaturePolicy | undefined;
+  try {
+    signing = signaturePolicy({ mode, keyHex: env.STREAMS_HMAC_KEY, previousKeysHex: env.STREAMS_HMAC_KEYS_PREVIOUS });
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    problems.push(...error.problems);
+  }
+  if (problems.length > 0 || parsed === undefined || signing === undefined) throw new ConfigError(problems);
+  const e = parsed;
+  return {
+    port: e.PORT,
+    databaseUrl: e.DATABASE_URL,
+    redisUrl: e.REDIS_URL,
+    mode,
+    auditKey,
+    signing,
+    replayDir: e.AUDIT_REPLAY_DIR,
+    auditRate: e.TRAFFIC_AUDIT_RATE,
+    outboxRate: e.TRAFFIC_OUTBOX_RATE,
+    zones: Array.from({ length: e.TRAFFIC_ZONES }, (_, i) => `zone-${i + 1}`),
+    durationMs: e.TRAFFIC_DURATION_MS,
+    keyPrefix: e.CARACAL_KEY_PREFIX,
+    shutdownGraceMs: e.CARACAL_SHUTDOWN_GRACE_MS,
+  };
+}
+
+/** Settings fit for the start-up log: no key material, no URL passwords. */
+export function describeConfig(c: TrafficConfig): Record<string, unknown> {
+  const strip = (url: string) => url.replace(/:\/\/([^:/@]*):[^@/]*@/, "://$1:[redacted]@");
+  const { databaseUrl, redisUrl, auditKey, signing, zones, ...rest } = c;
+  return {
+    ...rest,
+    zones: zones.length,
+    database: strip(databaseUrl),
+    redis: strip(redisUrl),
+    auditKeySet: auditKey !== undefined,
+    streamsKeySet: signing.signer !== undefined,
+  };
+}
