@@ -42,7 +42,12 @@ function checkedStream(topic: string, fields: unknown): string {
   for (const reserved of [SIGNATURE_FIELD, OUTBOX_ID_FIELD]) {
     if (reserved in fields) throw new OutboxFieldsInvalidError(topic, `${reserved}: set by the dispatcher, not by the producer`);
   }
-  const parsed = topicSchemas[def.name].safeParse(encodeFields(fields as FieldInput));
+  const encoded = encodeFields(fields as FieldInput);
+  for (const [key, value] of Object.entries(encoded)) {
+    // payload_json is jsonb, which cannot hold U+0000: refuse here rather than fail the insert.
+    if (value.includes("\u0000") || key.includes("\u0000")) throw new OutboxFieldsInvalidError(topic, `${key}: contains a NUL character (U+0000), which PostgreSQL jsonb cannot store`);
+  }
+  const parsed = topicSchemas[def.name].safeParse(encoded);
   if (!parsed.success) throw new OutboxFieldsInvalidError(topic, formatIssues(parsed.error));
   return def.stream;
 }
