@@ -19,6 +19,7 @@ import {
   RFC3339,
   deadLetterKey,
   devPolicy,
+  dlqStream,
   group,
   newKeyHex,
   pendingEntries,
@@ -168,7 +169,7 @@ describe.skipIf(!hasRedis())("consumer conformance", () => {
     for (const [k, v] of Object.entries(signed)) expect(f[`src_${k}`]).toBe(v);
     const srcKeys = Object.keys(f).filter((k) => k.startsWith("src_") && k !== "src_stream" && k !== "src_id");
     expect(srcKeys.sort()).toEqual(Object.keys(signed).map((k) => `src_${k}`).sort());
-    expect(policy.signer!.verify(topic.deadLetterStream, f)).toBe("valid");
+    expect(policy.signer!.verify(dlqStream, f)).toBe("valid");
     // Signed over the logical name, not the prefixed key.
     expect(policy.signer!.verify(deadLetterKey(r.keyPrefix), f)).toBe("invalid");
   });

@@ -16,6 +16,8 @@ import type { SignaturePolicy } from "../signing.js";
 
 export const topic = Topics.sessionsRevoke;
 export const group = Topics.sessionsRevoke.groups.sts;
+/** The revocation topic's dead-letter stream (logical name). */
+export const dlqStream: string = Topics.sessionsRevoke.deadLetterStream ?? "caracal.sessions.revoke.dead";
 
 export function newKeyHex(): string {
   return randomBytes(32).toString("hex");
@@ -107,7 +109,7 @@ export async function readStream(redis: RedisClient, key: string): Promise<Strea
 }
 
 export function deadLetterKey(keyPrefix: string): string {
-  return streamKey(topic.deadLetterStream, keyPrefix);
+  return streamKey(dlqStream, keyPrefix);
 }
 
 /** Pending entries of the group: `[id, consumer, idleMs, deliveries]`. */

@@ -1,0 +1,111 @@
+/**
+ * The engine on a real 3-master Redis Cluster: publish, consume, reclaim and dead-letter, with the
+ * stream and its dead letters in one slot (hash-tagged prefix) and in different slots.
+ */
+import { redisClusterAvailable, startRedisCluster } from "@caracal/testkit";
+import type { TestRedisCluster } from "@caracal/testkit";
+import type { Cluster } from "ioredis";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+import { TransientError } from "../errors.js";
+import { StreamPublisher } from "../publisher.js";
+import { streamKey } from "../registry.js";
+import { duplicateClient } from "../redis.js";
+import { dlqStream, group, readStream, revocation, stablePolicy, startConsumer, topic, waitFor } from "../test-support/harness.js";
+
+const available = await redisClusterAvailable();
+
+describe.skipIf(!available)("consumer on Redis Cluster", () => {
+  let cluster: TestRedisCluster;
+  let client: Cluster;
+  beforeAll(async () => {
+    cluster = await startRedisCluster();
+    client = cluster.connect();
+  }, 60_000);
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  const slotOf = async (key: string) => Number(await client.call("CLUSTER", "KEYSLOT", key));
+
+  for (const [label, keyPrefix] of [
+    ["stream and dead letters in one slot", "{t1}:"],
+    ["stream and dead letters in different slots", "t2:"],
+  ] as const) {
+    it(`publishes, consumes, reclaims and dead-letters (${label})`, async () => {
+      const sameSlot = (await slotOf(streamKey(topic.stream, keyPrefix))) === (await slotOf(streamKey(dlqStream, keyPrefix)));
+      expect(sameSlot).toBe(keyPrefix.startsWith("{"));
+      const policy = stablePolicy();
+      const publisher = new StreamPublisher({ redis: client, signing: policy, keyPrefix });
+      const entries = Array.from({ length: 30 }, (_, i) => revocation(i));
+      entries.push({ zone_id: "z", reason: "no anchor" });
+      const outcomes = await publisher.publishBatch(entries.map((fields) => ({ stream: topic.stream, fields })));
+      expect(outcomes.every((o) => o.ok)).toBe(true);
+
+      // First consumer fails transiently on everything, then stops: 30 entries stay pending under its name.
+      let failures = 0;
+      const first = startConsumer({
+        redis: client,
+        signing: policy,
+        keyPrefix,
+        consumer: "first",
+        handleMessage: async () => {
+          failures++;
+          throw new TransientError("not now");
+        },
+      });
+      await waitFor(() => failures === 30, 10_000, "first deliveries");
+      await first.stop();
+
+      // Second consumer reclaims them with XAUTOCLAIM and handles each; the invalid one was dead-lettered.
+      const handled = new Map<string, number>();
+      const second = startConsumer<unknown>({
+        redis: client,
+        signing: policy,
+        keyPrefix,
+        consumer: "second",
+        claimIdleMs: 200,
+        claimIntervalMs: 100,
+        handleMessage: async (m) => {
+          handled.set(m.id, m.deliveries);
+        },
+      });
+      await waitFor(() => handled.size === 30, 10_000, "reclaimed entries handled");
+      const key = streamKey(topic.stream, keyPrefix);
+      await waitFor(async () => ((await client.xpending(key, group)) as [number])[0] === 0, 5_000, "acks");
+      await second.stop();
+      expect([...handled.values()].every((d) => d === 2)).toBe(true);
+      const letters = await readStream(client, streamKey(dlqStream, keyPrefix));
+      expect(letters.map((l) => l.fields.reason)).toEqual(["schema_invalid"]);
+      expect(policy.signer!.verify(dlqStream, letters[0]!.fields)).toBe("valid");
+    });
+  }
+
+  it("fan-out works on the cluster and dead-letters once", async () => {
+    const keyPrefix = "{f1}:";
+    const policy = stablePolicy();
+    const seen = [new Set<string>(), new Set<string>()];
+    const connections = seen.map(() => duplicateClient(client));
+    const replicas = seen.map((set, i) =>
+      startConsumer<unknown>({
+        redis: connections[i]!,
+        signing: policy,
+        keyPrefix,
+        consumer: `r${i}`,
+        delivery: "fanout",
+        startId: "0",
+        handleMessage: async (m) => {
+          set.add(m.id);
+        },
+      }),
+    );
+    const publisher = new StreamPublisher({ redis: client, signing: policy, keyPrefix });
+    await publisher.publishBatch(Array.from({ length: 10 }, (_, i) => ({ stream: topic.stream, fields: revocation(i) })));
+    await client.xadd(streamKey(topic.stream, keyPrefix), "*", ...Object.entries(revocation(99)).flat());
+    await waitFor(() => seen.every((s) => s.size === 10), 5_000, "fan-out delivery");
+    await waitFor(async () => (await client.xlen(streamKey(dlqStream, keyPrefix))) === 1, 5_000, "dead letter");
+    await Promise.all(replicas.map((r) => r.stop()));
+    await Promise.all(connections.map((c) => c.quit()));
+    expect(await client.xlen(streamKey(dlqStream, keyPrefix))).toBe(1);
+  });
+});
