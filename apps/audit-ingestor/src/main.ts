@@ -1,0 +1,44 @@
+/**
+ * Composition root of the audit ingestor: `node apps/audit-ingestor/dist/main.js` after `pnpm build`.
+ * Seed start-up sequence: parse configuration (warn without AUDIT_HMAC_KEY in dev, refuse in rc/stable),
+ * connect, start the consumer, writer, sweeper, exporter, retention, replay; then listen on PORT.
+ */
+import { ConfigError, describeSignaturePolicy } from "@caracal/streams-core";
+import { createLogger, runUntilSignal, startOpsServer } from "@caracal/service-kit";
+
+import { startAuditIngestor } from "./app.js";
+import { describeConfig, loadConfig } from "./config.js";
+
+const logger = createLogger("audit-ingestor");
+
+let config;
+try {
+  config = loadConfig(process.env);
+} catch (error) {
+  if (error instanceof ConfigError) {
+    logger.fatal({ problems: error.problems }, "invalid configuration");
+    process.exit(1);
+  }
+  throw error;
+}
+const cfg = config;
+
+logger.info({ config: describeConfig(cfg) }, "audit ingestor starting");
+if (cfg.auditKey === undefined) {
+  logger.warn("AUDIT_HMAC_KEY is not set (CARACAL_MODE=dev): frame sig is NOT verified and hmac_chain is an unkeyed SHA-256 chain");
+}
+const policy = describeSignaturePolicy(cfg.signing);
+logger[policy.level](policy.message);
+
+await runUntilSignal(
+  logger,
+  async (signal) => {
+    const app = await startAuditIngestor(cfg, { logger, signal });
+    const ops = await startOpsServer({ port: cfg.port, registry: app.metrics.registry, readiness: app.readiness });
+    logger.info({ port: ops.port }, "listening");
+    await app.done;
+    await ops.close();
+    logger.info("audit ingestor stopped");
+  },
+  { forceAfterMs: cfg.shutdownGraceMs + 10_000 },
+);
