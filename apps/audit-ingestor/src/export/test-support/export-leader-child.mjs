@@ -1,3 +1,4 @@
+/* global AbortController */
 // Child process of the export take-over test: runs the BUILT exporter (dist) as a real replica would,
 // competing for the export lease. When it reaches the hour PAUSE_HOUR (after the object is in S3, before
 // the fenced commit) it prints "paused <hour>" and hangs there, still renewing its lease, until killed.
