@@ -3,7 +3,7 @@
  * Loads the config once, builds Redis, PostgreSQL and the audit publisher, produces traffic until
  * SIGTERM/SIGINT (or TRAFFIC_DURATION_MS), then flushes or spills every buffered audit event.
  */
-import { createLogger, redactConfig, runUntilSignal, startOpsServer } from "@caracal/service-kit";
+import { createLogger, runUntilSignal, startOpsServer } from "@caracal/service-kit";
 import {
   AuditPublisher,
   ConfigError,
@@ -32,7 +32,7 @@ try {
   throw error;
 }
 
-logger.info(redactConfig(describeConfig(config)), "starting");
+logger.info(describeConfig(config), "starting");
 const policy = describeSignaturePolicy(config.signing);
 logger[policy.level](policy.message);
 if (config.auditKey === undefined) logger.warn("AUDIT_HMAC_KEY is not set: CARACAL_MODE=dev, audit frames carry no sig");
