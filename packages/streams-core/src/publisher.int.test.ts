@@ -31,7 +31,8 @@ describe.skipIf(!hasRedis())("StreamPublisher on Redis", () => {
 
   it("keeps batch order and returns each entry's id at its index", async () => {
     const publisher = new StreamPublisher({ redis: r.client, signing: policy, keyPrefix: r.keyPrefix });
-    const batch = Array.from({ length: 300 }, (_, i) => ({
+    // Larger than one internal pipeline chunk, so chunk order is covered too.
+    const batch = Array.from({ length: 1_250 }, (_, i) => ({
       stream: i % 3 === 0 ? topic.stream : Topics.keysInvalidate.stream,
       fields: { zone_id: "z", n: String(i) },
     }));

@@ -1,5 +1,4 @@
 import type { Fields } from "./codec.js";
-import { fieldsToArgs } from "./codec.js";
 import { maxLenOf, streamKey } from "./registry.js";
 import type { RedisClient } from "./redis.js";
 import { isCluster } from "./redis.js";
@@ -11,6 +10,9 @@ export interface PublishEntry {
   readonly stream: string;
   readonly fields: Fields;
 }
+
+/** Commands per pipeline within a batch (see `publishIndexes`). */
+const PIPELINE_CHUNK = 100;
 
 export type PublishOutcome = { ok: true; id: string } | { ok: false; error: Error };
 
@@ -60,29 +62,46 @@ export class StreamPublisher {
     if (entries.length === 0) return [];
     const outcomes: PublishOutcome[] = new Array(entries.length);
     const groups = isCluster(this.options.redis) ? groupIndexesByStream(entries) : [entries.map((_, i) => i)];
-    await Promise.all(
-      groups.map(async (indexes) => {
-        const pipeline = this.options.redis.pipeline();
-        for (const i of indexes) {
-          const entry = entries[i] as PublishEntry;
-          pipeline.xadd(
-            streamKey(entry.stream, this.keyPrefix),
-            "MAXLEN",
-            "~",
-            this.maxLenFor(entry.stream),
-            "*",
-            ...fieldsToArgs(this.prepare(entry)),
-          );
-        }
-        const results = await pipeline.exec();
-        if (results === null) throw new Error("pipeline was discarded");
-        indexes.forEach((entryIndex, k) => {
-          const [error, id] = results[k] ?? [new Error("missing pipeline reply"), null];
-          outcomes[entryIndex] = error ? { ok: false, error } : { ok: true, id: id as string };
-        });
-      }),
-    );
+    await Promise.all(groups.map((indexes) => this.publishIndexes(entries, indexes, outcomes)));
     return outcomes;
+  }
+
+  /**
+   * Sends the entries as pipelines of PIPELINE_CHUNK commands on one connection, in order: while Redis
+   * executes one chunk, the next one is signed and encoded, so signing overlaps the round trip.
+   */
+  private async publishIndexes(entries: readonly PublishEntry[], indexes: readonly number[], outcomes: PublishOutcome[]): Promise<void> {
+    const sent: Array<Promise<void>> = [];
+    for (let start = 0; start < indexes.length; start += PIPELINE_CHUNK) {
+      const chunk = indexes.slice(start, start + PIPELINE_CHUNK);
+      const pipeline = this.options.redis.pipeline();
+      for (const i of chunk) {
+        const entry = entries[i] as PublishEntry;
+        pipeline.xadd(streamKey(entry.stream, this.keyPrefix), "MAXLEN", "~", this.maxLenFor(entry.stream), "*", ...this.argsOf(entry));
+      }
+      sent.push(
+        pipeline.exec().then((results) => {
+          if (results === null) throw new Error("pipeline was discarded");
+          chunk.forEach((entryIndex, k) => {
+            const [error, id] = results[k] ?? [new Error("missing pipeline reply"), null];
+            outcomes[entryIndex] = error ? { ok: false, error } : { ok: true, id: id as string };
+          });
+        }),
+      );
+      // Yield so that the chunk just queued is written to the socket before the next one is signed.
+      if (start + PIPELINE_CHUNK < indexes.length) await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    await Promise.all(sent);
+  }
+
+  /** XADD field arguments of `prepare(entry)`, built without copying the fields object (hot path). */
+  private argsOf(entry: PublishEntry): string[] {
+    const fields = entry.fields;
+    const args: string[] = [];
+    for (const key in fields) if (key !== SIGNATURE_FIELD) args.push(key, fields[key] as string);
+    const signer = this.options.signing.signer;
+    if (signer !== undefined) args.push(SIGNATURE_FIELD, signer.sign(entry.stream, fields));
+    return args;
   }
 }
 
