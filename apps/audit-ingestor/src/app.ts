@@ -52,7 +52,15 @@ function sleep(ms: number, signal: AbortSignal): Promise<boolean> {
 
 export async function startAuditIngestor(
   config: AuditConfig,
-  options: { logger: Logger; signal: AbortSignal; metrics?: AuditMetrics; blockMs?: number; claimIntervalMs?: number },
+  options: {
+    logger: Logger;
+    signal: AbortSignal;
+    metrics?: AuditMetrics;
+    blockMs?: number;
+    claimIntervalMs?: number;
+    /** Test hook: called after each batch is committed, before its ack (crash tests kill the process there). */
+    afterBatchWrite?: () => void;
+  },
 ): Promise<AuditIngestor> {
   const { logger, signal } = options;
   const metrics = options.metrics ?? new AuditMetrics();
@@ -74,7 +82,7 @@ export async function startAuditIngestor(
     // upstream frames `{id,data,sig}` carry no `_sig`; `sig` authenticates them (WIRE §6)
     signatureOptional: true,
     parse: parseAuditEntry(config.auditKey),
-    handleBatch: createAuditBatchHandler({ writer, pool, stream: TOPIC.stream, maxDeliveries: config.maxDeliveries, metrics, logger }),
+    handleBatch: createAuditBatchHandler({ writer, pool, stream: TOPIC.stream, maxDeliveries: config.maxDeliveries, metrics, logger, afterWrite: options.afterBatchWrite }),
     keyPrefix: config.keyPrefix,
     // a new group starts at the beginning of the stream: audit events published before the first
     // ingestor started are part of the ledger

@@ -32,6 +32,8 @@ export interface AuditHandlerOptions {
   maxDeliveries: number;
   metrics?: AuditMetrics;
   logger?: Logger;
+  /** Test hook: called after the batch's ledger transactions ended, before the engine acks. */
+  afterWrite?: () => void;
 }
 
 /** PostgreSQL or socket errors that say the database is unreachable: isolating bad rows cannot help. */
@@ -74,7 +76,7 @@ export async function writeIsolating(
 }
 
 export function createAuditBatchHandler(options: AuditHandlerOptions): BatchHandler<VerifiedAuditFrame> {
-  const { writer, pool, stream, maxDeliveries, metrics, logger } = options;
+  const { writer, pool, stream, maxDeliveries, metrics, logger, afterWrite } = options;
   return async (messages) => {
     const failed = new Map<string, unknown>();
     const started = performance.now();
@@ -89,6 +91,7 @@ export function createAuditBatchHandler(options: AuditHandlerOptions): BatchHand
       if (r.alerts.length > 0) logger?.warn({ alerts: r.alerts.map((a) => ({ zone: a.zoneId, event: a.eventId, kind: a.kind })) }, "audit ledger: tamper alerts");
     });
     metrics?.batchSeconds.observe((performance.now() - started) / 1000);
+    afterWrite?.();
     if (writeFailures.size === 0) return failed.size > 0 ? { failed } : undefined;
 
     metrics?.writeFailures.inc();

@@ -73,3 +73,12 @@ export async function pendingCount(redis: Redis, keyPrefix: string): Promise<num
   const s = (await redis.xpending(streamKey(AUDIT_STREAM, keyPrefix), Topics.auditEvents.groups.auditIngestor)) as [number, ...unknown[]];
   return Number(s[0]);
 }
+
+/**
+ * The test database is dropped WITH (FORCE) after each test; connections the pool is still closing then
+ * get FATAL 57P01 as an "error" event, which must not surface as an unhandled error.
+ */
+export function quietPool(pool: import("pg").Pool): void {
+  pool.on("error", () => undefined);
+  pool.on("connect", (client) => client.on("error", () => undefined));
+}
