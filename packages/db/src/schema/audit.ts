@@ -44,6 +44,8 @@ export const auditEvents = pgTable(
     index("audit_events_zone_occurred_idx").on(t.zoneId, t.occurredAt),
     index("audit_events_occurred_idx").on(t.occurredAt),
     index("audit_events_exported_idx").on(t.exportedAt),
+    /** Export's late-row probe (rows below the watermark not yet exported): only unexported rows, so it stays small. */
+    index("audit_events_unexported_idx").on(t.occurredAt).where(sql`exported_at IS NULL`),
     index("audit_events_producer_idx").on(t.producerId, t.zoneId, t.producerSeq),
   ],
 );

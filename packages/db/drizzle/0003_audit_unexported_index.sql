@@ -1,0 +1,1 @@
+CREATE INDEX "audit_events_unexported_idx" ON "audit_events" USING btree ("occurred_at") WHERE exported_at IS NULL;
