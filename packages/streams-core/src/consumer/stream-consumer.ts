@@ -399,7 +399,7 @@ export class StreamConsumer<T> {
       const claimed = reply[1].filter(([id]) => !this.inFlightIds.has(id));
       if (claimed.length === 0) continue;
       this.o.metrics.reclaimed?.(claimed.length);
-      const counts = await this.deliveryCounts(claimed[0]![0], claimed[claimed.length - 1]![0], this.o.batchSize * 2);
+      const counts = await this.deliveryCountsOf(claimed.map(([id]) => id));
       const entries = claimed.map(([id, list]) => ({ id, fields: decodeFieldList(list), deliveries: counts.get(id) ?? 1 }));
       await this.processGroupBatch(entries);
     } while (cursor !== "0-0" && !this.stopping);
@@ -412,6 +412,23 @@ export class StreamConsumer<T> {
     >;
     const out = new Map<string, number>();
     for (const row of rows) out.set(row[0], Number(row[3]));
+    return out;
+  }
+
+  /**
+   * Exact delivery counts of claimed entries: one XPENDING per id, pipelined (a range query could be cut
+   * short by this consumer's other pending entries between the claimed ids).
+   */
+  private async deliveryCountsOf(ids: readonly string[]): Promise<Map<string, number>> {
+    const pipeline = this.o.redis.pipeline();
+    for (const id of ids) pipeline.xpending(this.o.key, this.o.group, id, id, 1);
+    const results = (await pipeline.exec()) ?? [];
+    const out = new Map<string, number>();
+    for (const [error, rows] of results) {
+      if (error) throw error;
+      const row = (rows as Array<[string, string, number, number]>)[0];
+      if (row !== undefined) out.set(row[0], Number(row[3]));
+    }
     return out;
   }
 
