@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -17,10 +17,10 @@ import { StreamSigner } from "../signing.js";
 import type { SignaturePolicy } from "../signing.js";
 import { auditEvent, freePort, spareRedis, waitFor } from "../test-support/audit-helpers.js";
 import type { SpareRedis } from "../test-support/audit-helpers.js";
-import { verifyAuditFrame } from "./frame.js";
+import { encodeAuditFrame, verifyAuditFrame } from "./frame.js";
 import { AuditPublisher, AuditPublisherClosedError } from "./publisher.js";
 import type { AuditPublisherOptions } from "./publisher.js";
-import { listReplayFiles, readReplayFile } from "./replay-files.js";
+import { listReplayFiles, readReplayFile, replayFileName, writeReplayFile } from "./replay-files.js";
 
 const STREAM = Topics.auditEvents.stream;
 const auditKey = randomBytes(32);
@@ -240,6 +240,35 @@ describe.skipIf(!hasRedis())("AuditPublisher", () => {
       expect(streamSigner.verify(STREAM, f)).toBe("valid");
       expect(verifyAuditFrame(f, auditKey).event.chain?.producer).toBe(down.producerId);
     }
+  });
+
+  it("spills entries Redis refuses one by one (WRONGTYPE), and replays them once the cause is gone", async () => {
+    const r = await testRedis();
+    const dir = await tempDir();
+    const key = streamKey(STREAM, r.keyPrefix);
+    await r.client.set(key, "not a stream");
+    const p = publisher({ redis: r.client, keyPrefix: r.keyPrefix, replayDir: dir, replayIntervalMs: 100 });
+    const sent = events(12, ["z"]);
+    for (const e of sent) await p.publish(e);
+    await p.flush();
+    const onDisk = (await Promise.all((await listReplayFiles(dir)).map(readReplayFile))).flat();
+    expect(onDisk.map((f) => f.id)).toEqual(sent.map((e) => e.id));
+    await r.client.del(key);
+    await waitFor(async () => !p.degraded, 10_000, "replay after the key was fixed");
+    expect((await entries(r.client, r.keyPrefix)).map((f) => f.id)).toEqual(sent.map((e) => e.id));
+    expect(await listReplayFiles(dir)).toEqual([]);
+  });
+
+  it("sets an unreadable replay file aside instead of deleting or replaying it", async () => {
+    const r = await testRedis();
+    const dir = await tempDir();
+    const good = events(3, ["z"]).map((e) => encodeAuditFrame(e, auditKey));
+    await writeReplayFile(dir, replayFileName(1, 1, 1), good);
+    await writeFile(join(dir, replayFileName(1, 1, 2)), '{"id":"x","data":"{}"}\n{"id":\n');
+    const p = publisher({ redis: r.client, keyPrefix: r.keyPrefix, replayDir: dir });
+    expect(await p.start()).toBe(true);
+    expect((await entries(r.client, r.keyPrefix)).map((f) => f.id)).toEqual(good.map((f) => f.id));
+    expect((await readdir(dir)).sort()).toEqual([`${replayFileName(1, 1, 2)}.invalid`]);
   });
 });
 
