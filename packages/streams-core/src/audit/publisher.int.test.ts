@@ -259,6 +259,25 @@ describe.skipIf(!hasRedis())("AuditPublisher", () => {
     expect(await listReplayFiles(dir)).toEqual([]);
   });
 
+  it("keeps a batch it can neither publish nor write to disk, and writes it once the directory is usable", async () => {
+    const base = await tempDir();
+    const blocker = join(base, "not-a-dir");
+    await writeFile(blocker, "");
+    const dir = join(blocker, "replay");
+    const p = publisher({ redis: client(`redis://127.0.0.1:${await freePort()}`), replayDir: dir, publishTimeoutMs: 100 });
+    const sent = events(5, ["z"]);
+    for (const e of sent) await p.publish(e);
+    let flushed = false;
+    const flushing = p.flush().then(() => (flushed = true));
+    await new Promise((res) => setTimeout(res, 700));
+    expect(flushed).toBe(false);
+    expect(p.depth).toBe(5);
+    await rm(blocker);
+    await flushing;
+    const onDisk = (await Promise.all((await listReplayFiles(join(base, "not-a-dir", "replay"))).map(readReplayFile))).flat();
+    expect(onDisk.map((f) => f.id)).toEqual(sent.map((e) => e.id));
+  });
+
   it("sets an unreadable replay file aside instead of deleting or replaying it", async () => {
     const r = await testRedis();
     const dir = await tempDir();

@@ -95,12 +95,18 @@ export async function writeReplayFile(dir: string, name: string, frames: readonl
   const tmp = `${path}.${randomBytes(4).toString("hex")}.tmp`;
   const handle = await open(tmp, "w", 0o600);
   try {
-    await handle.writeFile(encodeReplayLines(frames), "utf8");
-    await handle.sync();
-  } finally {
-    await handle.close();
+    try {
+      await handle.writeFile(encodeReplayLines(frames), "utf8");
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(tmp, path);
+  } catch (error) {
+    // A failed write (disk full) must not leave half files behind to pile up; the caller retries.
+    await unlink(tmp).catch(() => undefined);
+    throw error;
   }
-  await rename(tmp, path);
   await fsyncDirectory(dir);
   return path;
 }
