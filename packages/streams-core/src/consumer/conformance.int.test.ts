@@ -403,6 +403,57 @@ describe.skipIf(!hasRedis())("consumer conformance", () => {
     expect(letter!.fields.deliveries).toBe("4");
   });
 
+  it("a failed dead-letter write means no ack: the entry stays pending and is dead-lettered once the write works", async () => {
+    const policy = stablePolicy();
+    // A string at the dead-letter key makes XADD fail with WRONGTYPE.
+    await r.client.set(deadLetterKey(r.keyPrefix), "not a stream");
+    const [bad] = await publishRevocations(r.client, policy, r.keyPrefix, [{ zone_id: "z", reason: "no anchor" }]);
+    const errors: string[] = [];
+    const c = startConsumer<unknown>({
+      redis: r.client,
+      signing: policy,
+      keyPrefix: r.keyPrefix,
+      claimIdleMs: 100,
+      claimIntervalMs: 50,
+      handleMessage: async () => undefined,
+    });
+    await waitFor(() => {
+      if (c.consumer.lastError !== undefined) errors.push(c.consumer.lastError.message);
+      return errors.some((e) => /WRONGTYPE/.test(e));
+    }, 5_000, "dead-letter write failure");
+    expect((await pendingEntries(r.client, r.keyPrefix)).map((p) => p[0])).toEqual([bad]);
+    await r.client.del(deadLetterKey(r.keyPrefix));
+    await waitFor(async () => (await pendingEntries(r.client, r.keyPrefix)).length === 0, 5_000, "ack after the write worked");
+    await c.stop();
+    const letters = await readStream(r.client, deadLetterKey(r.keyPrefix));
+    expect(letters.map((l) => [l.fields.src_id, l.fields.reason])).toEqual([[bad, "schema_invalid"]]);
+  });
+
+  it("keeps running through Redis errors: a deleted stream and group are recreated and consumption goes on", async () => {
+    const policy = stablePolicy();
+    const handled: string[] = [];
+    const c = startConsumer<unknown>({
+      redis: r.client,
+      signing: policy,
+      keyPrefix: r.keyPrefix,
+      retryBackoffMs: 20,
+      handleMessage: async (m) => {
+        handled.push(m.fields.n!);
+      },
+    });
+    await publishRevocations(r.client, policy, r.keyPrefix, [revocation(1)]);
+    await waitFor(() => handled.length === 1, 5_000, "first entry");
+    await r.client.del(key());
+    await waitFor(() => c.consumer.lastError !== undefined, 5_000, "read error");
+    expect(c.consumer.lastError!.message).toMatch(/NOGROUP|no longer exists/);
+    expect(c.consumer.state).toBe("running");
+    await waitFor(async () => ((await r.client.exists(key())) as number) === 1, 5_000, "group recreated");
+    await publishRevocations(r.client, policy, r.keyPrefix, [revocation(2)]);
+    await waitFor(() => handled.length === 2, 5_000, "entry after recovery");
+    await c.stop();
+    expect(handled).toEqual(["1", "2"]);
+  });
+
   it("stops without loss: in-flight handlers finish and are acknowledged, nothing stays pending", async () => {
     const policy = stablePolicy();
     await publishRevocations(r.client, policy, r.keyPrefix, Array.from({ length: 10 }, (_, i) => revocation(i)));

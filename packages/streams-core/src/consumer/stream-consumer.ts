@@ -52,6 +52,8 @@ interface PendingLetter {
 type Decision = { kind: "ack" } | { kind: "retry"; error: unknown } | { kind: "dead-letter"; reason: DeadLetterReason; error: string };
 
 const MAX_BACKOFF_MS = 5_000;
+/** NOGROUP, or (Redis 7) a blocked read released because its stream key was deleted. */
+const GROUP_GONE = /NOGROUP|no longer exists/;
 const NO_METRICS: ConsumerMetricsHooks = {};
 
 /** Options resolved once into their required form. */
@@ -339,7 +341,8 @@ export class StreamConsumer<T> {
       } catch (error) {
         if (this.stopping) break;
         await this.onLoopError(error, "read");
-        if (/NOGROUP/.test(errorMessage(error))) await this.ensureGroup().catch((e: unknown) => this.recordError(e, "group create"));
+        // The stream (and with it the group) was deleted: recreate both, as at start.
+        if (GROUP_GONE.test(errorMessage(error))) await this.ensureGroup().catch((e: unknown) => this.recordError(e, "group create"));
         continue;
       }
       this.onLoopSuccess();
