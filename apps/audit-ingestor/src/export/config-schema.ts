@@ -32,7 +32,8 @@ export interface ExportS3Config {
   endpoint: string;
   bucket: string;
   region: string;
-  forcePathStyle: boolean;
+  /** Path-style URLs (MinIO, s3rver). Default true. */
+  forcePathStyle?: boolean;
   /** Explicit credentials (tests); undefined = the SDK's default chain. */
   credentials?: { accessKeyId: string; secretAccessKey: string };
 }

@@ -101,7 +101,7 @@ export function createExporter(options: ExporterOptions): Exporter {
   const s3 = new S3Client({
     endpoint: options.s3Config.endpoint,
     region: options.s3Config.region,
-    forcePathStyle: options.s3Config.forcePathStyle,
+    forcePathStyle: options.s3Config.forcePathStyle ?? true,
     credentials: options.s3Config.credentials,
   });
   const bucket = options.s3Config.bucket;
