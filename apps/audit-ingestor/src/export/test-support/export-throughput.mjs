@@ -1,4 +1,4 @@
-/* global process, console */
+/* global process, console, setInterval, clearInterval, performance, AbortController */
 // Ad-hoc throughput check of the BUILT exporter (not a test, not CI): N rows in one hour of a database
 // DATABASE_URL (already filled; see docs/audit-ledger.md), exported to an in-process s3rver; prints rows/s,
 // bytes and peak RSS. Usage: DATABASE_URL=... node src/export/test-support/export-throughput.mjs
