@@ -81,6 +81,16 @@ describe.skipIf(!available)("consumer on Redis Cluster", () => {
     });
   }
 
+  it("a blocking read on the cluster does not delay the stop", async () => {
+    const c = startConsumer<unknown>({ redis: client, signing: stablePolicy(), keyPrefix: "{s1}:", blockMs: 10_000, handleMessage: async () => undefined });
+    await waitFor(() => c.consumer.state === "running", 5_000, "running");
+    await new Promise((r) => setTimeout(r, 100));
+    const t0 = Date.now();
+    await c.stop();
+    expect(Date.now() - t0).toBeLessThan(1_500);
+    expect(c.consumer.state).toBe("stopped");
+  });
+
   it("fan-out works on the cluster and dead-letters once", async () => {
     const keyPrefix = "{f1}:";
     const policy = stablePolicy();

@@ -17,7 +17,12 @@ import type { SignaturePolicy } from "../signing.js";
 export const topic = Topics.sessionsRevoke;
 export const group = Topics.sessionsRevoke.groups.sts;
 /** The revocation topic's dead-letter stream (logical name). */
-export const dlqStream: string = Topics.sessionsRevoke.deadLetterStream ?? "caracal.sessions.revoke.dead";
+export const dlqStream: string = requireDefined(Topics.sessionsRevoke.deadLetterStream);
+
+function requireDefined(value: string | undefined): string {
+  if (value === undefined) throw new Error("the revocation topic has a dead-letter stream in the registry");
+  return value;
+}
 
 export function newKeyHex(): string {
   return randomBytes(32).toString("hex");
