@@ -148,8 +148,11 @@ export class RedisLease {
   private scheduleExpiry(): void {
     clearTimeout(this.expiryTimer);
     this.expiryTimer = setTimeout(() => {
-      if (this.controller && !this.controller.signal.aborted && Date.now() >= this.validUntilMs) this.lose("expired");
-    }, Math.max(0, this.validUntilMs - Date.now()));
+      if (!this.controller || this.controller.signal.aborted) return;
+      // Timers run on a monotonic clock and may fire a millisecond before Date.now() reaches the bound.
+      if (Date.now() >= this.validUntilMs) this.lose("expired");
+      else this.scheduleExpiry();
+    }, Math.max(0, this.validUntilMs - Date.now() + 1));
     this.expiryTimer.unref();
   }
 

@@ -235,6 +235,21 @@ describe.skipIf(!hasPostgres() || !hasRedis())("S3 Parquet export", () => {
     await leaseB.release();
   });
 
+  it("a leader whose lease is lost before its commit rolls the hour back", async () => {
+    const { db } = await setup();
+    await insertRows(db.pool, { count: 25, fromMs: H0, spanMs: HOUR_MS, idPrefix: "a-" });
+    const tenure = new AbortController();
+    const pass = exporter({
+      now: () => H0 + 2 * HOUR_MS,
+      beforeCommit: async () => {
+        tenure.abort();
+      },
+    }).exportPass({ signal: tenure.signal, fencingToken: 1 });
+    await expect(pass).rejects.toBeInstanceOf(StaleLeaderError);
+    expect(await unexported(H0, H0 + HOUR_MS)).toBe(25);
+    expect((await watermark())?.exported_through).toBeNull();
+  });
+
   it("streams an hour in row groups of one fetch each", async () => {
     const { db, s3, client } = await setup();
     await insertRows(db.pool, { count: 5_500, fromMs: H0, spanMs: HOUR_MS, idPrefix: "big-", payloadBytes: 64 });
