@@ -489,14 +489,23 @@ describe.skipIf(!hasRedis())("consumer conformance", () => {
   });
 
   it("an idle blocking read does not delay the stop beyond blockMs", async () => {
+    const policy = stablePolicy();
+    const handled: string[] = [];
     const c = startConsumer<unknown>({
       redis: r.client,
-      signing: stablePolicy(),
+      signing: policy,
       keyPrefix: r.keyPrefix,
+      consumer: "host with spaces\n",
       blockMs: 10_000,
-      handleMessage: async () => undefined,
+      handleMessage: async (m) => {
+        handled.push(m.id);
+      },
     });
     await waitFor(() => c.consumer.state === "running", 5_000, "running");
+    await publishRevocations(r.client, policy, r.keyPrefix, [revocation(1)]);
+    await waitFor(() => handled.length === 1, 5_000, "entry read on the blocking connection");
+    // The read connection carries the consumer's name, made acceptable to CLIENT SETNAME.
+    expect(String(await r.client.client("LIST"))).toContain("name=host_with_spaces_:read ");
     await sleep(100);
     const t0 = Date.now();
     await c.stop();

@@ -211,6 +211,11 @@ export class StreamConsumer<T> {
     return this.closePromise;
   }
 
+  /** CLIENT SETNAME refuses spaces and newlines; consumer names come from hostnames and may hold anything. */
+  private readConnectionName(): string {
+    return `${this.o.consumer.replace(/[^\w.:-]/g, "_")}:read`;
+  }
+
   private get stopping(): boolean {
     return this.stopController.signal.aborted;
   }
@@ -230,16 +235,17 @@ export class StreamConsumer<T> {
       if (this.o.delivery === "group") {
         await this.retrying(() => this.ensureGroup());
         if (!this.stopping) {
-          this.blocking = duplicateClient(this.o.redis, { blocking: true, connectionName: `${this.o.consumer}:read` });
-          loops.push(this.every(this.o.claimIntervalMs, () => this.reclaim()));
+          this.blocking = duplicateClient(this.o.redis, { blocking: true, connectionName: this.readConnectionName() });
           loops.push(this.every(this.o.statsIntervalMs, () => this.sampleStats()));
           this.state = "draining-pending";
           await this.retrying(() => this.drainPending());
+          // Reclaim starts after the drain, so that it cannot claim (and count again) entries the drain re-reads.
+          if (!this.stopping) loops.push(this.every(this.o.claimIntervalMs, () => this.reclaim()));
           if (!this.stopping) this.state = "running";
           await this.readGroupLoop();
         }
       } else {
-        this.blocking = duplicateClient(this.o.redis, { blocking: true, connectionName: `${this.o.consumer}:read` });
+        this.blocking = duplicateClient(this.o.redis, { blocking: true, connectionName: this.readConnectionName() });
         this.state = "running";
         await this.fanoutLoop();
       }
