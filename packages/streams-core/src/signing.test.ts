@@ -158,3 +158,16 @@ describe("canonical key order", () => {
     expect(canonicalBytes("s", { "\uFFFD": "1", "😀": "2" }).toString("utf8")).toBe("s\n\uFFFD=1\n😀=2\n");
   });
 });
+
+describe("hexEqualsConstantTime", () => {
+  it("is true only for the identical string", async () => {
+    const { hexEqualsConstantTime } = await import("./signing.js");
+    const sig = "ab".repeat(32);
+    expect(hexEqualsConstantTime(sig, sig)).toBe(true);
+    expect(hexEqualsConstantTime(`${sig.slice(0, 63)}c`, sig)).toBe(false);
+    expect(hexEqualsConstantTime(`c${sig.slice(1)}`, sig)).toBe(false);
+    expect(hexEqualsConstantTime(sig.toUpperCase(), sig)).toBe(false);
+    expect(hexEqualsConstantTime(sig.slice(2), sig)).toBe(false);
+    expect(hexEqualsConstantTime("", sig)).toBe(false);
+  });
+});
