@@ -71,34 +71,52 @@ export class S3StreamSink extends ByteWriter {
     const rest = this.takePending(this.pendingBytes);
     try {
       if (this.uploadId === undefined) {
-        await this.options.s3.send(
-          new PutObjectCommand({
-            Bucket: this.options.bucket,
-            Key: this.options.key,
-            Body: rest,
-            ContentLength: rest.byteLength,
-            ContentType: this.options.contentType,
-            Metadata: this.options.metadata,
-            IfNoneMatch: "*",
-          }),
+        await this.conditional((IfNoneMatch) =>
+          this.options.s3.send(
+            new PutObjectCommand({
+              Bucket: this.options.bucket,
+              Key: this.options.key,
+              Body: rest,
+              ContentLength: rest.byteLength,
+              ContentType: this.options.contentType,
+              Metadata: this.options.metadata,
+              IfNoneMatch,
+            }),
+          ),
         );
         this.uploadedBytes += rest.byteLength;
         return;
       }
       if (rest.byteLength > 0) await this.uploadPart(rest);
-      await this.options.s3.send(
-        new CompleteMultipartUploadCommand({
-          Bucket: this.options.bucket,
-          Key: this.options.key,
-          UploadId: this.uploadId,
-          MultipartUpload: { Parts: this.parts },
-          IfNoneMatch: "*",
-        }),
+      const uploadId = this.uploadId;
+      await this.conditional((IfNoneMatch) =>
+        this.options.s3.send(
+          new CompleteMultipartUploadCommand({
+            Bucket: this.options.bucket,
+            Key: this.options.key,
+            UploadId: uploadId,
+            MultipartUpload: { Parts: this.parts },
+            IfNoneMatch,
+          }),
+        ),
       );
     } catch (error) {
       await this.abort();
       if (isPreconditionFailed(error)) throw new ObjectExistsError(`s3://${this.options.bucket}/${this.options.key} exists`, { cause: error });
       throw error;
+    }
+  }
+
+  /**
+   * Sends with `If-None-Match: *`; a store that rejects the header as not implemented (some S3-compatible
+   * services) gets the request again without it: the exporter checked with HeadObject just before.
+   */
+  private async conditional<T>(send: (ifNoneMatch: string | undefined) => Promise<T>): Promise<T> {
+    try {
+      return await send("*");
+    } catch (error) {
+      if (!isNotImplemented(error)) throw error;
+      return send(undefined);
     }
   }
 
@@ -178,4 +196,8 @@ export function isPreconditionFailed(error: unknown): boolean {
 
 export function isNotFound(error: unknown): boolean {
   return error instanceof S3ServiceException && (error.$metadata.httpStatusCode === 404 || error.name === "NotFound" || error.name === "NoSuchKey");
+}
+
+export function isNotImplemented(error: unknown): boolean {
+  return error instanceof S3ServiceException && (error.$metadata.httpStatusCode === 501 || error.name === "NotImplemented");
 }
