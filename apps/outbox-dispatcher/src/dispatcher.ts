@@ -66,15 +66,32 @@ export class OutboxDispatcher {
     this.wakeUp?.();
   }
 
-  /** Dispatches until `signal` aborts, then finishes the in-flight batch and writes its outcomes. */
+  /**
+   * Dispatches until `signal` aborts, then finishes the in-flight batch and writes its outcomes.
+   *
+   * Two stages overlap: while batch N is being published, one PostgreSQL round trip writes the outcomes
+   * of batch N-1 and claims batch N+1. Batch N+1 is published only after N's replies are in, so entries
+   * of a stream keep their order; rows of a stream that failed in N are released from N+1 unsent.
+   */
   async run(signal: AbortSignal): Promise<void> {
     if (this.state !== "idle") throw new Error(`dispatcher already ${this.state}`);
     this.state = "running";
     const onAbort = () => this.wake();
     signal.addEventListener("abort", onAbort);
     let marks: RowOutcome[] = [];
+    let inFlight: { promise: Promise<RowOutcome[]>; rows: readonly ClaimedRow[]; started: number } | undefined;
     let dbFailures = 0;
     let guardDelayMs = 0;
+    const settle = async (): Promise<Set<string>> => {
+      if (inFlight === undefined) return new Set();
+      const { promise, rows, started } = inFlight;
+      inFlight = undefined;
+      const outcomes = await promise;
+      marks.push(...outcomes);
+      this.o.metrics.batchDuration.observe((performance.now() - started) / 1000);
+      const byId = new Map(rows.map((r) => [r.id, r.stream_name]));
+      return new Set(outcomes.filter((o) => o.kind !== "dispatched").map((o) => byId.get(o.id) as string));
+    };
     try {
       while (!signal.aborted) {
         const redisUp = this.o.redis.status === "ready";
@@ -82,32 +99,36 @@ export class OutboxDispatcher {
         let claimed: ClaimedRow[];
         let guarded: boolean;
         try {
-          ({ rows: claimed, guarded } = await this.exchange(marks, redisUp ? this.o.batchSize : 0));
-          marks = [];
+          const writing = marks;
+          ({ rows: claimed, guarded } = await this.exchange(writing, redisUp ? this.o.batchSize : 0));
+          marks = marks.slice(writing.length);
           dbFailures = 0;
         } catch (error) {
           dbFailures++;
           this.o.metrics.databaseErrors.inc();
           this.o.logger.warn({ err: errorMessage(error), failures: dbFailures }, "outbox claim/mark failed: retrying");
+          await settle();
           await this.sleep(backoffMs(dbFailures, this.o.pollMs, 0.5), signal, false);
           continue;
         }
-        if (claimed.length === 0) {
-          if (guarded && redisUp) {
-            // Committed rows wait behind a running transaction; it may not notify when it ends.
-            guardDelayMs = Math.min(guardDelayMs === 0 ? 2 : guardDelayMs * 2, this.o.pollMs);
-            await this.sleep(guardDelayMs, signal, true);
-          } else {
-            guardDelayMs = 0;
-            await this.sleep(this.o.pollMs, signal, true);
-          }
+        const failedStreams = await settle();
+        if (claimed.length > 0) {
+          guardDelayMs = 0;
+          inFlight = { promise: this.publish(claimed, failedStreams), rows: claimed, started };
           continue;
         }
-        guardDelayMs = 0;
-        marks = await this.publish(claimed);
-        this.o.metrics.batchDuration.observe((performance.now() - started) / 1000);
+        if (marks.length > 0) continue;
+        if (guarded && redisUp) {
+          // Committed rows wait behind a running transaction; it may not notify when it ends.
+          guardDelayMs = Math.min(guardDelayMs === 0 ? 2 : guardDelayMs * 2, this.o.pollMs);
+          await this.sleep(guardDelayMs, signal, true);
+        } else {
+          guardDelayMs = 0;
+          await this.sleep(this.o.pollMs, signal, true);
+        }
       }
       this.state = "draining";
+      await settle();
       await this.flush(marks);
       this.state = "stopped";
     } catch (error) {
@@ -138,22 +159,31 @@ export class OutboxDispatcher {
   private async exchange(marks: readonly RowOutcome[], limit: number): Promise<{ rows: ClaimedRow[]; guarded: boolean }> {
     // Losing a mark in a database crash only republishes the row (same outbox_id): no fsync wait.
     const statements = ["SET LOCAL synchronous_commit = off", ...markSql(marks, this.o.owner)];
-    if (limit > 0) statements.push(`SELECT pg_advisory_xact_lock(${CLAIM_LOCK_KEY})`, claimSql(limit, this.o.leaseMs, this.o.owner), GUARDED_SQL);
+    if (limit > 0) statements.push(`SELECT pg_advisory_xact_lock(${CLAIM_LOCK_KEY})`, claimSql(limit, this.o.leaseMs, this.o.owner));
     if (statements.length === 1) return { rows: [], guarded: false };
     const raw = (await this.o.pool.query(statements.join(";\n"))) as unknown;
     if (limit === 0) return { rows: [], guarded: false };
     const results = raw as pg.QueryResult[];
-    const rows = (results[results.length - 2]?.rows ?? []) as ClaimedRow[];
-    const guarded = Boolean(results[results.length - 1]?.rows[0]?.guarded);
-    return { rows: rows.sort(compareRows), guarded };
+    const rows = (results[results.length - 1]?.rows ?? []) as ClaimedRow[];
+    if (rows.length > 0) return { rows: rows.sort(compareRows), guarded: false };
+    // Only an empty claim needs to know whether rows wait behind a running transaction.
+    const { rows: flag } = await this.o.pool.query<{ guarded: boolean }>(GUARDED_SQL);
+    return { rows, guarded: flag[0]?.guarded === true };
   }
 
-  /** Publishes a claimed batch in dispatch order; never throws, every row gets an outcome. */
-  private async publish(rows: readonly ClaimedRow[]): Promise<RowOutcome[]> {
+  /**
+   * Publishes a claimed batch in dispatch order; never throws, every row gets an outcome. Rows of
+   * `holdStreams` (a stream that just failed) are released unsent, so they cannot overtake the failed rows.
+   */
+  private async publish(rows: readonly ClaimedRow[], holdStreams: ReadonlySet<string>): Promise<RowOutcome[]> {
     const outcomes: RowOutcome[] = [];
     const entries: PublishEntry[] = [];
     const sent: ClaimedRow[] = [];
     for (const row of rows) {
+      if (holdStreams.has(row.stream_name)) {
+        outcomes.push({ kind: "release", id: row.id });
+        continue;
+      }
       const check = outboxEntry(row.stream_name, row.payload_json, row.id);
       if (!check.ok) {
         this.reject(row, check.reason, check.message, outcomes);

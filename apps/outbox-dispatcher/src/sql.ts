@@ -12,6 +12,23 @@ const { escapeLiteral } = pg;
 /** Serializes claims across replicas (see `claimSql`); the value is arbitrary but fixed. */
 export const CLAIM_LOCK_KEY = 7358120051;
 
+/**
+ * The smallest transaction id that may still commit a row into this database's outbox: the least
+ * running xid of the snapshot (`pg_snapshot_xip`) that is not known to belong to another database,
+ * else the snapshot's xmax. Transactions of other databases cannot write this table, so they do not
+ * hold dispatch back (the cluster-wide `pg_snapshot_xmin` would stall on any long write anywhere in
+ * the cluster). A transaction that ended between the snapshot and the read of `pg_stat_activity`, or
+ * whose row a less privileged role cannot see, counts as ours: the bound errs on the safe side.
+ * Rows with `tx_id < GUARD_BOUND` can be ordered for good: every row that sorts before them is visible.
+ */
+const GUARD_BOUND = `(SELECT coalesce(
+    (SELECT min(x) FROM pg_snapshot_xip(g.snap) AS x
+     WHERE x::xid NOT IN (
+       SELECT a.backend_xid FROM pg_stat_activity a
+       WHERE a.backend_xid IS NOT NULL AND a.datid IS NOT NULL AND a.datname IS DISTINCT FROM current_database())),
+    pg_snapshot_xmax(g.snap))
+  FROM (SELECT pg_current_snapshot() AS snap) g)`;
+
 /** Dispatch order of a row: NULL (rows written before adoption) reads as 0, so those go first. */
 const ORDER_KEY = `coalesce(o.tx_id, '0'::xid8), coalesce(o.seq, 0), o.created_at, o.id`;
 
@@ -30,24 +47,28 @@ export interface ClaimedRow {
  *
  * A row is claimable when:
  * - it is pending (not dispatched, not failed), due (`available_at`), and not leased by a live lease;
- * - its inserting transaction is older than every running transaction (`tx_id < xmin` of the current
- *   snapshot): no transaction that is still running can commit a row that sorts before it later
- *   (Watermill issue 311: a sequence value is taken at insert, but the row becomes visible at commit);
- * - no earlier pending row of the same stream is leased or backing off: rows of one stream leave in
- *   order, and a replica cannot overtake another replica's in-flight batch of that stream.
+ * - its inserting transaction is older than every transaction of this database that was running at the
+ *   statement's snapshot (`tx_id < GUARD_BOUND`): no transaction still running can commit a row that
+ *   sorts before it later (Watermill issue 311: a sequence value is taken at insert, but the row becomes
+ *   visible at commit);
+ * - no earlier pending row of the same stream is leased by another replica or backing off: rows of one
+ *   stream leave in order, and a replica cannot overtake another replica's in-flight batch of that
+ *   stream. The caller's own leased rows do not block: they are its in-flight batch, whose XADDs are
+ *   already on the connection ahead of this batch's (and a stream that failed there is released from
+ *   this batch unsent, see `RowOutcome` "release").
  *
  * The caller holds `pg_advisory_xact_lock(CLAIM_LOCK_KEY)` in the same transaction: without it two
  * replicas claiming at the same instant would not see each other's leases (uncommitted) and could take
  * consecutive batches of one stream and publish them out of order. The lock is held for one statement.
  */
 export function claimSql(limit: number, leaseMs: number, owner: string): string {
-  return `WITH snap AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin),
+  return `WITH snap AS (SELECT ${GUARD_BOUND} AS xmin),
 blocked AS (
   SELECT DISTINCT ON (o.stream_name) o.stream_name,
          coalesce(o.tx_id, '0'::xid8) AS k1, coalesce(o.seq, 0) AS k2, o.created_at AS k3, o.id AS k4
   FROM event_outbox o
   WHERE o.dispatched_at IS NULL AND o.failed_at IS NULL AND (o.attempts > 0 OR o.locked_until IS NOT NULL)
-    AND (o.available_at > now() OR o.locked_until > now())
+    AND (o.available_at > now() OR (o.locked_until > now() AND o.locked_by IS DISTINCT FROM ${escapeLiteral(owner)}))
   ORDER BY o.stream_name, ${ORDER_KEY}
 ),
 due AS (
@@ -71,19 +92,23 @@ RETURNING o.id, o.stream_name, o.payload_json, o.attempts,
 }
 
 /**
- * True when committed pending rows wait behind a running transaction (`tx_id >= xmin`): the caller
+ * True when committed pending rows wait behind a running transaction (`tx_id >= GUARD_BOUND`): the caller
  * retries shortly instead of waiting for the next NOTIFY or poll.
  */
-export const GUARDED_SQL = `SELECT EXISTS (
-  SELECT 1 FROM event_outbox o
-  WHERE o.dispatched_at IS NULL AND o.failed_at IS NULL AND coalesce(o.tx_id, '0'::xid8) >= pg_snapshot_xmin(pg_current_snapshot())
-) AS guarded`;
+export const GUARDED_SQL = `SELECT coalesce((
+  -- The newest pending row, read backwards from the pending index (a plain filter would scan them all).
+  SELECT coalesce(o.tx_id, '0'::xid8) FROM event_outbox o
+  WHERE o.dispatched_at IS NULL AND o.failed_at IS NULL
+  ORDER BY coalesce(o.tx_id, '0'::xid8) DESC LIMIT 1
+) >= ${GUARD_BOUND}, false) AS guarded`;
 
 /** Outcome of one claimed row, written back with the next claim. */
 export type RowOutcome =
   | { kind: "dispatched"; id: string; entryId: string }
   | { kind: "retry"; id: string; delayMs: number; error: string; failNow: boolean }
-  | { kind: "failed"; id: string; error: string };
+  | { kind: "failed"; id: string; error: string }
+  /** Not attempted (an earlier row of its stream just failed): lease dropped, attempts unchanged. */
+  | { kind: "release"; id: string };
 
 /**
  * Writes the outcomes of a batch. Dispatched rows are marked even if their lease has passed to another
@@ -95,6 +120,7 @@ export function markSql(outcomes: readonly RowOutcome[], owner: string): string[
   const dispatched = outcomes.filter((o) => o.kind === "dispatched");
   const retries = outcomes.filter((o) => o.kind === "retry");
   const failed = outcomes.filter((o) => o.kind === "failed");
+  const released = outcomes.filter((o) => o.kind === "release");
   if (dispatched.length > 0) {
     const values = dispatched.map((o) => `(${escapeLiteral(o.id)}, ${escapeLiteral(o.entryId)})`).join(", ");
     statements.push(
@@ -120,6 +146,12 @@ export function markSql(outcomes: readonly RowOutcome[], owner: string): string[
       `UPDATE event_outbox o SET attempts = o.attempts + 1, locked_until = NULL, last_error = v.error, failed_at = now()
        FROM (VALUES ${values}) AS v(id, error)
        WHERE o.id = v.id AND o.dispatched_at IS NULL AND o.locked_by = ${escapeLiteral(owner)}`,
+    );
+  }
+  if (released.length > 0) {
+    statements.push(
+      `UPDATE event_outbox o SET locked_until = NULL
+       WHERE o.id IN (${released.map((o) => escapeLiteral(o.id)).join(", ")}) AND o.dispatched_at IS NULL AND o.locked_by = ${escapeLiteral(owner)}`,
     );
   }
   return statements;
