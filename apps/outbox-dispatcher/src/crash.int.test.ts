@@ -98,8 +98,9 @@ describe.skipIf(!hasRedis() || !hasPostgres())("dispatcher process", () => {
     const entries = await readStream(redis.client, STREAM, redis.keyPrefix);
     const ids = new Set(entries.map((e) => e.fields.outbox_id));
     expect(ids.size).toBe(total);
-    // At most the one batch in flight at the kill was sent twice.
-    expect(entries.length - total).toBeLessThanOrEqual(10);
+    // Only rows sent but not yet marked at the kill go out twice: at most two batches (the batch being
+    // published and the previous one, whose outcomes ride with the next claim).
+    expect(entries.length - total).toBeLessThanOrEqual(20);
     expect(entries.every((e) => signer.verify(STREAM, e.fields) === "valid")).toBe(true);
     // Order holds for the first sending of every row: ids appear in insertion order when duplicates are dropped.
     const seen = new Set<string>();
