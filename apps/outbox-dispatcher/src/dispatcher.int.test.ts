@@ -95,6 +95,32 @@ describe.skipIf(!hasRedis() || !hasPostgres())("outbox dispatcher", () => {
     }
   });
 
+  it("re-LISTENs after its connection is killed, and row ids with quotes and backslashes round-trip", async () => {
+    const d = start({ pollMs: 60_000 });
+    const { NotifyListener } = await import("./listener.js");
+    const listener = new NotifyListener({ connectionString: db.url, channel: "caracal_outbox", onWake: () => d.dispatcher.wake(), logger: silentLogger });
+    listener.start();
+    try {
+      await waitFor(async () => listener.listening);
+      await new Promise((r) => setTimeout(r, 200));
+      const killed = await db.pool.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'outbox-dispatcher-listen'");
+      expect(killed.rowCount).toBe(1);
+      await waitFor(async () => !listener.listening, 5_000, "the loss to be seen");
+      await waitFor(async () => listener.listening, 10_000, "the LISTEN to come back");
+      await new Promise((r) => setTimeout(r, 200));
+      const id = "it's a \\ 'quoted' id;--";
+      await inTx(db.pool, (c) => enqueue(c, "keysInvalidate", { zone_id: "z" }, { id }));
+      const entries = await waitFor(async () => {
+        const e = await readStream(redis.client, Topics.keysInvalidate.stream, redis.keyPrefix);
+        return e.length === 1 && e;
+      }, 5_000);
+      expect(entries[0]?.fields.outbox_id).toBe(id);
+      await waitFor(async () => (await row(db.pool, id))?.dispatched_at);
+    } finally {
+      await listener.close();
+    }
+  });
+
   it("never skips nor lets a later transaction overtake a row whose transaction commits later (Watermill 311)", async () => {
     const d = start({ pollMs: 20 });
     const slow = await db.pool.connect();
