@@ -265,6 +265,22 @@ describe.skipIf(!hasRedis() || !hasPostgres())("outbox dispatcher", () => {
     expect(entries.map((e) => e.fields.outbox_id)).toEqual([a, b]);
   });
 
+  it("releases unsent the next rows of a stream whose previous batch failed (they never overtake)", async () => {
+    const key = streamKey(Topics.agentsLifecycle.stream, redis.keyPrefix);
+    await redis.client.set(key, "not a stream");
+    const a = await inTx(db.pool, (c) => enqueue(c, "agentsLifecycle", { event: "spawn", zone_id: "z", agent_session_id: "a" }));
+    const b = await inTx(db.pool, (c) => enqueue(c, "agentsLifecycle", { event: "suspend", zone_id: "z", agent_session_id: "a" }));
+    // Batches of one: `b` is claimed while `a` is being published, then `a` fails.
+    start({ maxAttempts: 1000, backoffBaseMs: 100, pollMs: 10, batchSize: 1 });
+    await waitFor(async () => Number((await row(db.pool, a))?.attempts) >= 3, 15_000);
+    // `b` was never sent: an XADD would have failed too and counted an attempt.
+    expect(Number((await row(db.pool, b))?.attempts)).toBe(0);
+    await redis.client.del(key);
+    await waitFor(async () => (await row(db.pool, b))?.dispatched_at, 15_000);
+    const entries = await readStream(redis.client, Topics.agentsLifecycle.stream, redis.keyPrefix);
+    expect(entries.map((e) => e.fields.outbox_id)).toEqual([a, b]);
+  });
+
   it("fails at once, with its reason, a row whose payload does not fit its topic or stream", async () => {
     const bad = [
       { id: randomUUID(), stream: REVOKE, payload: { zone_id: "z", reason: "no anchor" }, reason: /schema_invalid: .*revocation anchor/ },
