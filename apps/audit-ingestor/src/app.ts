@@ -72,7 +72,11 @@ export async function startAuditIngestor(
   const redis = connectRedis(config.redisUrl, { connectionName: `${config.consumerName}:audit` });
   redis.on("error", (error: Error) => logger.warn({ err: error }, "redis connection error"));
 
-  const writer = new LedgerWriter({ pool, auditKey: config.auditKey });
+  // The ledger writer has its own connection: group commit runs one transaction at a time per process.
+  const writerPool = createPool(config.databaseUrl, { max: 1, connectionTimeoutMillis: 5_000 });
+  writerPool.on("error", (error) => logger.warn({ err: error }, "idle PostgreSQL connection failed"));
+  writerPool.on("connect", (client) => client.on("error", (error) => logger.warn({ err: error }, "PostgreSQL connection lost")));
+  const writer = new LedgerWriter({ pool: writerPool, auditKey: config.auditKey });
   const consumer = new StreamConsumer<VerifiedAuditFrame>({
     redis,
     topic: TOPIC,
@@ -150,6 +154,7 @@ export async function startAuditIngestor(
     await Promise.allSettled([sweeper.stopped, pendingAge, replayed]);
     await closeClient(redis);
     await pool.end().catch(() => undefined);
+    await writerPool.end().catch(() => undefined);
   })();
 
   return {

@@ -57,8 +57,8 @@ export const envSchema = z.object({
   AUDIT_GAP_GRACE_MS: intVar(600_000, { min: 0 }),
   /** Entries per XREADGROUP and per ledger transaction. Default 100. */
   AUDIT_BATCH_SIZE: intVar(100, { min: 1, max: 10_000 }),
-  /** Batches written at once (each its own transaction). Default 2. */
-  AUDIT_CONCURRENCY: intVar(2, { min: 1, max: 64 }),
+  /** Batches handled at once; batches waiting for the ledger are merged into one transaction. Default 4. */
+  AUDIT_CONCURRENCY: intVar(4, { min: 1, max: 64 }),
   /** The audit publisher's spill directory, replayed at start. Unset: no replay. */
   AUDIT_REPLAY_DIR: z.string().optional(),
   /** Prefix of every Redis key (tests, tenants sharing one Redis). Default "". */

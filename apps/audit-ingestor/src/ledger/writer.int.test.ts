@@ -46,7 +46,7 @@ describe.skipIf(!hasPostgres())("LedgerWriter", () => {
     const b = makeEvent({ zone_id: "z" });
     const c = makeEvent({ zone_id: "z" });
     await writer.writeBatch([ledgerInput(a), ledgerInput(b)]);
-    const again = await writer.writeBatch([ledgerInput(a), ledgerInput(c), ledgerInput(b), ledgerInput(c)]);
+    const again = await writer.writeBatch([ledgerInput(a), ledgerInput(c), ledgerInput(b), ledgerInput(c, TEST_AUDIT_KEY, "1-1")]);
     expect(again.inserted).toBe(1);
     expect(again.duplicates).toBe(3);
     expect(again.rejected.size).toBe(0);
@@ -120,6 +120,15 @@ describe.skipIf(!hasPostgres())("LedgerWriter", () => {
     }
     const count = await db.pool.query<{ n: string }>("SELECT count(*) AS n FROM audit_events");
     expect(Number(count.rows[0]!.n)).toBe(200);
+  });
+
+  it("merges batches handed in concurrently (group commit) and still reports per batch", async () => {
+    const batches = Array.from({ length: 6 }, () => Array.from({ length: 5 }, () => ledgerInput(makeEvent({ zone_id: "g" }))));
+    const dup = ledgerInput(batches[0]![0]!.event, TEST_AUDIT_KEY, "9-9");
+    const results = await Promise.all([...batches.map((b) => writer.writeBatch(b)), writer.writeBatch([dup])]);
+    expect(results.slice(0, 6).map((r) => r.inserted)).toEqual([5, 5, 5, 5, 5, 5]);
+    expect(results[6]!.inserted + results[6]!.duplicates).toBe(1);
+    expect((await rows("g")).map((r) => Number(r.chain_seq))).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
   });
 
   it("retries when a concurrent insert of the same id lands in another zone", async () => {

@@ -18,6 +18,7 @@ import { createHash } from "node:crypto";
 import type { AuditEvent } from "@caracal/streams-core";
 import { RejectedMessageError } from "@caracal/streams-core";
 import type pg from "pg";
+import { from as copyFrom } from "pg-copy-streams";
 
 import { chainLink, contentSha256 } from "./content.js";
 
@@ -58,6 +59,13 @@ export interface LedgerWriterOptions {
   auditKey: Buffer | undefined;
   /** Attempts when a concurrent insert of the same id is detected. Default 5. */
   maxConflictRetries?: number;
+  /**
+   * `copy` (default): COPY FROM STDIN of the new rows; `insert`: one INSERT ... SELECT FROM unnest(arrays).
+   * COPY needs a connection that is not in pg's pipeline mode.
+   */
+  insertMethod?: "copy" | "insert";
+  /** Upper bound of rows merged into one transaction by group commit. Default 2000. */
+  maxGroupRows?: number;
 }
 
 /** Class id of the zone locks in PostgreSQL's two-int advisory lock space ("AUDT"). */
@@ -87,14 +95,13 @@ FROM unnest(
   policy_set_id, policy_set_version_id, manifest_sha, payload, hmac_chain, tamper, occurred_at, chain_seq,
   content_sha256, sig, producer_id, producer_seq, producer_prev, stream_entry_id)
 CROSS JOIN LATERAL (SELECT u.payload::jsonb AS p) AS j
-ON CONFLICT (id) DO NOTHING
-RETURNING id`;
+`;
 
 const ALERT_SQL = `
 INSERT INTO audit_tamper_alerts (zone_id, event_id, kind, detail)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[])`;
 
-/** Raised (and retried) when the INSERT skipped a row that the duplicate check did not see. */
+/** Raised (and retried) when the INSERT met a row that the duplicate check did not see. */
 class ConcurrentInsertError extends Error {}
 
 interface Prepared {
@@ -127,17 +134,27 @@ export class LedgerWriter {
   private readonly pool: pg.Pool;
   private readonly auditKey: Buffer | undefined;
   private readonly maxConflictRetries: number;
+  private readonly maxGroupRows: number;
+  private readonly queue: Array<{ prepared: Prepared[]; resolve: (r: KeyedResult) => void; reject: (e: unknown) => void }> = [];
+  private draining = false;
+  private readonly useCopy: boolean;
 
   constructor(options: LedgerWriterOptions) {
+    this.useCopy = (options.insertMethod ?? "copy") === "copy";
     this.pool = options.pool;
     this.auditKey = options.auditKey;
     this.maxConflictRetries = options.maxConflictRetries ?? 5;
+    this.maxGroupRows = options.maxGroupRows ?? 2000;
   }
 
   /**
-   * Stores a batch in one transaction. Throws on a database failure (nothing of the batch is stored then:
-   * the caller leaves the entries pending). Throws RejectedMessageError("parse_error") never: entries whose
-   * data has no canonical form are returned in `rejected`.
+   * Stores a batch. Throws on a database failure (nothing of the batch is stored then: the caller leaves
+   * the entries pending). Entries whose data has no canonical form, and replays with other content, are
+   * returned in `rejected`.
+   *
+   * Group commit: batches handed in while a transaction runs are merged into the next one (up to
+   * `maxGroupRows` rows), so several batches read in parallel cost one lock round and one commit. If a
+   * merged transaction fails, each batch is retried alone, so one batch cannot fail another.
    */
   async writeBatch(inputs: readonly LedgerInput[]): Promise<BatchResult> {
     const rejected = new Map<string, RejectedMessageError>();
@@ -150,21 +167,78 @@ export class LedgerWriter {
       }
     }
     if (prepared.length === 0) return { inserted: 0, duplicates: 0, rejected, alerts: [] };
+    const keyed = await new Promise<KeyedResult>((resolve, reject) => {
+      this.queue.push({ prepared, resolve, reject });
+      void this.drain();
+    });
+    const keys = new Set(prepared.map((p) => p.input.key));
+    let inserted = 0;
+    let duplicates = 0;
+    for (const k of keys) {
+      if (keyed.inserted.has(k)) inserted++;
+      else if (keyed.duplicates.has(k)) duplicates++;
+      const r = keyed.rejected.get(k);
+      if (r !== undefined) rejected.set(k, r);
+    }
+    const ids = new Set(prepared.map((p) => p.input.event.id));
+    return { inserted, duplicates, rejected, alerts: keyed.alerts.filter((a) => ids.has(a.eventId)) };
+  }
+
+  private async drain(): Promise<void> {
+    if (this.draining) return;
+    this.draining = true;
+    try {
+      while (this.queue.length > 0) {
+        const group = [this.queue.shift()!];
+        let rows = group[0]!.prepared.length;
+        while (this.queue.length > 0 && rows + this.queue[0]!.prepared.length <= this.maxGroupRows) {
+          const next = this.queue.shift()!;
+          rows += next.prepared.length;
+          group.push(next);
+        }
+        try {
+          const result = await this.writeRetrying(group.flatMap((g) => g.prepared));
+          for (const g of group) g.resolve(result);
+        } catch (error) {
+          if (group.length === 1) {
+            group[0]!.reject(error);
+            continue;
+          }
+          for (const g of group) {
+            try {
+              g.resolve(await this.writeRetrying(g.prepared));
+            } catch (e) {
+              g.reject(e);
+            }
+          }
+        }
+      }
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  private async writeRetrying(prepared: readonly Prepared[]): Promise<KeyedResult> {
     for (let attempt = 1; ; attempt++) {
       try {
-        const result = await this.writeOnce(prepared);
-        for (const [k, v] of rejected) result.rejected.set(k, v);
-        return result;
+        return await this.writeOnce(prepared);
       } catch (error) {
         if (!(error instanceof ConcurrentInsertError) || attempt >= this.maxConflictRetries) throw error;
       }
     }
   }
 
-  private async writeOnce(prepared: readonly Prepared[]): Promise<BatchResult & { rejected: Map<string, RejectedMessageError> }> {
+  /**
+   * One transaction: BEGIN and the zone locks; the reads that must see every commit of the previous lock
+   * holder (READ COMMITTED: each statement takes its snapshot after the locks); COPY (or INSERT) of the new
+   * rows, tamper marks, alerts, COMMIT. There is no ON CONFLICT: duplicates were found under the locks, and
+   * a unique violation (a concurrent insert of the same id into another zone) rolls the transaction back
+   * and retries it.
+   */
+  private async writeOnce(prepared: readonly Prepared[]): Promise<KeyedResult> {
     const rejected = new Map<string, RejectedMessageError>();
+    const duplicates = new Set<string>();
     const alerts: TamperAlert[] = [];
-    let duplicates = 0;
 
     // Within the batch: the first occurrence of an id wins; a repeat with equal content is a no-op.
     const firstById = new Map<string, Prepared>();
@@ -175,7 +249,7 @@ export class LedgerWriter {
         firstById.set(p.input.event.id, p);
         unique.push(p);
       } else if (first.contentSha === p.contentSha) {
-        duplicates++;
+        duplicates.add(p.input.key);
       } else {
         alerts.push(replayAlert(p, first.contentSha));
         rejected.set(p.input.key, replayError(p.input.event.id));
@@ -183,79 +257,67 @@ export class LedgerWriter {
     }
 
     const client = await this.pool.connect();
-    let released = false;
+    let broken = false;
     try {
       const lockKeys = [...new Set(unique.map((p) => zoneLockKey(p.input.event.zone_id)))].sort((a, b) => a - b);
-      // One simple-protocol round trip: BEGIN and every zone lock, in ascending key order (unnest keeps
-      // array order). Keys are integers computed here, so inlining them is safe.
-      await client.query(
-        `BEGIN; SELECT pg_advisory_xact_lock(${ZONE_LOCK_CLASS}, k) FROM unnest(ARRAY[${lockKeys.join(",")}]::int[]) AS k`,
-      );
+      const zones = [...new Set(unique.map((p) => p.input.event.zone_id))];
+      const slots = producerSlots(unique);
+      // BEGIN and every zone lock in one simple query, in ascending key order (unnest keeps array order).
+      // Keys are integers computed here, so inlining them is safe.
+      await client.query(`BEGIN; SELECT pg_advisory_xact_lock(${ZONE_LOCK_CLASS}, k) FROM unnest(ARRAY[${lockKeys.join(",")}]::int[]) AS k`);
+      // Under the locks: each statement's snapshot now includes every commit of the previous lock holder.
+      const existingRows = await client.query<{ id: string; content_sha256: string }>("SELECT id, content_sha256 FROM audit_events WHERE id = ANY($1::text[])", [
+        unique.map((p) => p.input.event.id),
+      ]);
+      const headRows = await client.query<{ zone_id: string; chain_seq: string | null; hmac_chain: string | null }>(HEADS_SQL, [zones]);
+      const storedRows = slots.producers.length > 0 ? await client.query<StoredLink>(PRODUCER_SQL, [slots.producers, slots.zones, slots.seqs]) : undefined;
 
-      // Under the locks, read what is already stored (READ COMMITTED: this statement sees every commit
-      // made by the previous holder of each zone lock).
-      const ids = unique.map((p) => p.input.event.id);
-      const existing = await client.query<{ id: string; content_sha256: string }>(
-        "SELECT id, content_sha256 FROM audit_events WHERE id = ANY($1::text[])",
-        [ids],
-      );
-      const storedSha = new Map(existing.rows.map((r) => [r.id, r.content_sha256]));
+      const storedSha = new Map(existingRows.rows.map((r) => [r.id, r.content_sha256]));
       const fresh: NewRow[] = [];
       for (const p of unique) {
-        const stored = storedSha.get(p.input.event.id);
-        if (stored === undefined) fresh.push({ input: p.input, contentSha: p.contentSha, tamper: false, chainSeq: 0, hmacChain: "" });
-        else if (stored === p.contentSha) duplicates++;
+        const sha = storedSha.get(p.input.event.id);
+        if (sha === undefined) fresh.push({ input: p.input, contentSha: p.contentSha, tamper: false, chainSeq: 0, hmacChain: "" });
+        else if (sha === p.contentSha) duplicates.add(p.input.key);
         else {
-          alerts.push(replayAlert(p, stored));
+          alerts.push(replayAlert(p, sha));
           rejected.set(p.input.key, replayError(p.input.event.id));
         }
       }
 
-      let inserted = 0;
-      if (fresh.length > 0) {
-        await this.checkProducerChains(client, fresh, alerts);
-        await this.assignChain(client, fresh);
-        inserted = await this.insertRows(client, fresh);
-        if (inserted !== fresh.length) throw new ConcurrentInsertError(`inserted ${inserted} of ${fresh.length} rows`);
+      const markStored = fresh.length > 0 ? this.checkProducerChains(fresh, storedRows?.rows ?? [], alerts) : [];
+      this.assignChain(headRows.rows, fresh);
+      try {
+        if (fresh.length > 0) {
+          if (this.useCopy) await copyRows(client, fresh);
+          else await client.query(INSERT_SQL, insertColumns(fresh));
+        }
+        if (markStored.length > 0) await client.query("UPDATE audit_events SET tamper_detected = true WHERE id = ANY($1::text[])", [markStored]);
+        if (alerts.length > 0) {
+          await client.query(ALERT_SQL, [alerts.map((a) => a.zoneId), alerts.map((a) => a.eventId), alerts.map((a) => a.kind), alerts.map((a) => JSON.stringify(a.detail))]);
+        }
+        await client.query("COMMIT");
+      } catch (error) {
+        if ((error as { code?: string }).code === "23505") throw new ConcurrentInsertError("a concurrent insert of the same id: retrying", { cause: error });
+        throw error;
       }
-      if (alerts.length > 0) {
-        await client.query(ALERT_SQL, [
-          alerts.map((a) => a.zoneId),
-          alerts.map((a) => a.eventId),
-          alerts.map((a) => a.kind),
-          alerts.map((a) => JSON.stringify(a.detail)),
-        ]);
-      }
-      await client.query("COMMIT");
-      return { inserted, duplicates, rejected, alerts };
+      return { inserted: new Set(fresh.map((r) => r.input.key)), duplicates, rejected, alerts };
     } catch (error) {
       try {
         await client.query("ROLLBACK");
       } catch {
-        // the connection is broken: discard it rather than return it to the pool
-        client.release(true);
-        released = true;
+        broken = true;
       }
       throw error;
     } finally {
-      if (!released) client.release();
+      // a connection whose state is unknown is discarded rather than returned to the pool
+      client.release(broken ? true : undefined);
     }
   }
 
-  /** Reads each zone's head (under its lock) and assigns `chain_seq` / `hmac_chain` in batch order. */
-  private async assignChain(client: pg.PoolClient, rows: NewRow[]): Promise<void> {
-    const zones = [...new Set(rows.map((r) => r.input.event.zone_id))];
-    const heads = await client.query<{ zone_id: string; chain_seq: string | null; hmac_chain: string | null }>(
-      `SELECT z.zone_id, h.chain_seq, h.hmac_chain
-         FROM unnest($1::text[]) AS z(zone_id)
-         LEFT JOIN LATERAL (
-           SELECT chain_seq, hmac_chain FROM audit_events e
-            WHERE e.zone_id = z.zone_id ORDER BY chain_seq DESC LIMIT 1
-         ) h ON true`,
-      [zones],
-    );
+  /** Assigns `chain_seq` / `hmac_chain` in batch order from each zone's head (read under its lock). */
+  private assignChain(heads: ReadonlyArray<{ zone_id: string; chain_seq: string | null; hmac_chain: string | null }>, rows: NewRow[]): void {
     const head = new Map<string, { seq: number; chain: string }>();
-    for (const r of heads.rows) head.set(r.zone_id, { seq: r.chain_seq === null ? 0 : Number(r.chain_seq), chain: r.hmac_chain ?? "" });
+    for (const r of heads) head.set(r.zone_id, { seq: r.chain_seq === null ? 0 : Number(r.chain_seq), chain: r.hmac_chain ?? "" });
     for (const row of rows) {
       const h = head.get(row.input.event.zone_id) ?? { seq: 0, chain: "" };
       h.seq += 1;
@@ -270,29 +332,11 @@ export class LedgerWriter {
    * Producer-chain checks at ingest: a fork (same producer, zone and seq as another event) and a broken
    * link (`prev` differs from the `sig` of the producer's previous event in the zone, or a first event
    * with a non-empty `prev`). Checked against stored rows and within the batch, in both directions (a late
-   * event is also checked against its stored successor).
+   * event is also checked against its stored successor). Returns the ids of stored rows to mark.
    */
-  private async checkProducerChains(client: pg.PoolClient, rows: NewRow[], alerts: TamperAlert[]): Promise<void> {
+  private checkProducerChains(rows: NewRow[], storedRows: readonly StoredLink[], alerts: TamperAlert[]): string[] {
     const chained = rows.filter((r) => r.input.event.chain !== undefined);
-    if (chained.length === 0) return;
-    const producers: string[] = [];
-    const zones: string[] = [];
-    const seqs: number[] = [];
-    for (const r of chained) {
-      const c = r.input.event.chain!;
-      for (const s of [c.seq - 1, c.seq, c.seq + 1]) {
-        producers.push(c.producer);
-        zones.push(r.input.event.zone_id);
-        seqs.push(s);
-      }
-    }
-    const stored = await client.query<{ id: string; producer_id: string; zone_id: string; producer_seq: string; sig: string | null; producer_prev: string | null }>(
-      `SELECT e.id, e.producer_id, e.zone_id, e.producer_seq, e.sig, e.producer_prev
-         FROM audit_events e
-         JOIN (SELECT DISTINCT * FROM unnest($1::text[], $2::text[], $3::bigint[])) AS q(producer_id, zone_id, producer_seq)
-           ON e.producer_id = q.producer_id AND e.zone_id = q.zone_id AND e.producer_seq = q.producer_seq`,
-      [producers, zones, seqs],
-    );
+    if (chained.length === 0) return [];
     type Link = { id: string; sig: string | null; prev: string | null; row?: NewRow };
     const bySlot = new Map<string, Link[]>();
     const slot = (producer: string, zone: string, seq: number) => `${producer}\u0000${zone}\u0000${seq}`;
@@ -301,7 +345,10 @@ export class LedgerWriter {
       if (list) list.push(l);
       else bySlot.set(k, [l]);
     };
-    for (const s of stored.rows) add(slot(s.producer_id, s.zone_id, Number(s.producer_seq)), { id: s.id, sig: s.sig, prev: s.producer_prev });
+    const freshIds = new Set(rows.map((r) => r.input.event.id));
+    for (const s of storedRows) {
+      if (!freshIds.has(s.id)) add(slot(s.producer_id, s.zone_id, Number(s.producer_seq)), { id: s.id, sig: s.sig, prev: s.producer_prev });
+    }
     for (const r of chained) {
       const c = r.input.event.chain!;
       add(slot(c.producer, r.input.event.zone_id, c.seq), { id: r.input.event.id, sig: r.input.sig ?? null, prev: c.prev, row: r });
@@ -342,46 +389,147 @@ export class LedgerWriter {
         }
       }
     }
-    if (markStored.size > 0) {
-      await client.query("UPDATE audit_events SET tamper_detected = true WHERE id = ANY($1::text[])", [[...markStored]]);
+    return [...markStored];
+  }
+}
+
+interface KeyedResult {
+  readonly inserted: ReadonlySet<string>;
+  readonly duplicates: ReadonlySet<string>;
+  readonly rejected: ReadonlyMap<string, RejectedMessageError>;
+  readonly alerts: readonly TamperAlert[];
+}
+
+interface StoredLink {
+  id: string;
+  producer_id: string;
+  zone_id: string;
+  producer_seq: string;
+  sig: string | null;
+  producer_prev: string | null;
+}
+
+const HEADS_SQL = `
+SELECT z.zone_id, h.chain_seq, h.hmac_chain
+  FROM unnest($1::text[]) AS z(zone_id)
+  LEFT JOIN LATERAL (
+    SELECT chain_seq, hmac_chain FROM audit_events e WHERE e.zone_id = z.zone_id ORDER BY chain_seq DESC LIMIT 1
+  ) h ON true`;
+
+/** Stored neighbours (seq - 1, seq, seq + 1) of every chained event of the batch, by index lookups. */
+const PRODUCER_SQL = `
+SELECT e.id, e.producer_id, e.zone_id, e.producer_seq, e.sig, e.producer_prev
+  FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::text[], $3::bigint[])) AS q(producer_id, zone_id, producer_seq)
+  JOIN LATERAL (
+    SELECT id, producer_id, zone_id, producer_seq, sig, producer_prev FROM audit_events x
+     WHERE x.producer_id = q.producer_id AND x.zone_id = q.zone_id AND x.producer_seq = q.producer_seq
+  ) e ON true`;
+
+function producerSlots(unique: readonly Prepared[]): { producers: string[]; zones: string[]; seqs: number[] } {
+  const producers: string[] = [];
+  const zones: string[] = [];
+  const seqs: number[] = [];
+  for (const p of unique) {
+    const c = p.input.event.chain;
+    if (c === undefined) continue;
+    for (const s of [c.seq - 1, c.seq, c.seq + 1]) {
+      producers.push(c.producer);
+      zones.push(p.input.event.zone_id);
+      seqs.push(s);
     }
   }
+  return { producers, zones, seqs };
+}
 
-  private async insertRows(client: pg.PoolClient, rows: readonly NewRow[]): Promise<number> {
-    const n = rows.length;
-    const cols: unknown[][] = Array.from({ length: 22 }, () => new Array<unknown>(n));
-    rows.forEach((r, i) => {
-      const e = r.input.event;
-      const c = e.chain;
-      const values: unknown[] = [
-        e.id,
-        e.zone_id,
-        e.event_type,
-        actorIdOf(e),
-        resourceIdOf(e),
-        e.decision,
-        e.evaluation_status,
-        e.request_id,
-        e.policy_set_id ?? null,
-        e.policy_set_version_id ?? null,
-        e.manifest_sha ?? null,
-        r.input.data,
-        r.hmacChain,
-        r.tamper,
-        e.occurred_at,
-        r.chainSeq,
-        r.contentSha,
-        r.input.sig ?? null,
-        c?.producer ?? null,
-        c?.seq ?? null,
-        c?.prev ?? null,
-        r.input.streamEntryId ?? null,
-      ];
-      values.forEach((v, j) => ((cols[j] as unknown[])[i] = v));
-    });
-    const result = await client.query(INSERT_SQL, cols);
-    return result.rowCount ?? 0;
+const COPY_SQL = `COPY audit_events (
+  id, zone_id, event_type, actor_id, resource_id, decision, evaluation_status, request_id,
+  policy_set_id, policy_set_version_id, manifest_sha, payload_json, determining_policies_json,
+  diagnostics_json, metadata_json, hmac_chain, tamper_detected, occurred_at, chain_seq, content_sha256,
+  sig, producer_id, producer_seq, producer_prev, stream_entry_id
+) FROM STDIN`;
+
+/** COPY text format: NULL is \\N; backslash, tab, newline and carriage return are escaped. */
+function copyValue(v: unknown): string {
+  if (v === null || v === undefined) return "\\N";
+  const text = typeof v === "string" ? v : typeof v === "object" ? JSON.stringify(v) : typeof v === "boolean" ? (v ? "t" : "f") : String(v);
+  return /[\\\t\n\r]/.test(text) ? text.replace(/[\\\t\n\r]/g, (c) => (c === "\\" ? "\\\\" : c === "\t" ? "\\t" : c === "\n" ? "\\n" : "\\r")) : text;
+}
+
+async function copyRows(client: pg.PoolClient, rows: readonly NewRow[]): Promise<void> {
+  let text = "";
+  for (const r of rows) {
+    const e = r.input.event;
+    const c = e.chain;
+    const values: unknown[] = [
+      e.id,
+      e.zone_id,
+      e.event_type,
+      actorIdOf(e),
+      resourceIdOf(e),
+      e.decision,
+      e.evaluation_status,
+      e.request_id,
+      e.policy_set_id,
+      e.policy_set_version_id,
+      e.manifest_sha,
+      r.input.data,
+      e.determining_policies_json,
+      e.diagnostics_json,
+      e.metadata_json,
+      r.hmacChain,
+      r.tamper,
+      e.occurred_at,
+      r.chainSeq,
+      r.contentSha,
+      r.input.sig,
+      c?.producer,
+      c?.seq,
+      c?.prev,
+      r.input.streamEntryId,
+    ];
+    text += values.map(copyValue).join("\t") + "\n";
   }
+  const stream = client.query(copyFrom(COPY_SQL));
+  await new Promise<void>((resolve, reject) => {
+    stream.on("error", reject);
+    stream.on("finish", () => resolve());
+    stream.end(Buffer.from(text, "utf8"));
+  });
+}
+
+function insertColumns(rows: readonly NewRow[]): unknown[][] {
+  const n = rows.length;
+  const cols: unknown[][] = Array.from({ length: 22 }, () => new Array<unknown>(n));
+  rows.forEach((r, i) => {
+    const e = r.input.event;
+    const c = e.chain;
+    const values: unknown[] = [
+      e.id,
+      e.zone_id,
+      e.event_type,
+      actorIdOf(e),
+      resourceIdOf(e),
+      e.decision,
+      e.evaluation_status,
+      e.request_id,
+      e.policy_set_id ?? null,
+      e.policy_set_version_id ?? null,
+      e.manifest_sha ?? null,
+      r.input.data,
+      r.hmacChain,
+      r.tamper,
+      e.occurred_at,
+      r.chainSeq,
+      r.contentSha,
+      r.input.sig ?? null,
+      c?.producer ?? null,
+      c?.seq ?? null,
+      c?.prev ?? null,
+      r.input.streamEntryId ?? null,
+    ];
+    values.forEach((v, j) => ((cols[j] as unknown[])[i] = v));
+  });
+  return cols;
 }
 
 function replayError(id: string): RejectedMessageError {

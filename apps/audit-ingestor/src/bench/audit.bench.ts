@@ -1,0 +1,260 @@
+/**
+ * `pnpm bench:audit`: the audit ingestor's throughput from a pre-filled stream of signed events to
+ * committed, acknowledged rows, beside raw COPY of the same rows into the same (emptied) table in the same
+ * run; then the peak RSS of an ingestor process draining a backlog. Prints a table and writes
+ * bench-results/audit.json.
+ *
+ * Environment: DATABASE_URL (admin URL; a scratch database is created and dropped), REDIS_URL,
+ * BENCH_EVENTS (default 200000), BENCH_BACKLOG (default 1000000; 0 skips the RSS run), BENCH_ZONES
+ * (default 16), AUDIT_BATCH_SIZE (default 100), AUDIT_CONCURRENCY (default: the ingestor's),
+ * BENCH_CHILD_NODE_ARGS (node flags of the draining process, e.g. --cpu-prof).
+ */
+import { spawn } from "node:child_process";
+import { createReadStream, createWriteStream, existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { randomBytes, randomUUID } from "node:crypto";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { pipeline } from "node:stream/promises";
+import { fileURLToPath } from "node:url";
+
+import { migrateDatabase } from "@caracal/db";
+import type { Fields } from "@caracal/streams-core";
+import { StreamPublisher, Topics, signAuditData, signaturePolicy, streamKey } from "@caracal/streams-core";
+import { Redis } from "ioredis";
+import pg from "pg";
+import { from as copyFrom, to as copyTo } from "pg-copy-streams";
+import { pino } from "pino";
+
+import { startAuditIngestor } from "../app.js";
+import { loadConfig } from "../config.js";
+
+interface Metric {
+  name: string;
+  value: number;
+  unit: string;
+  baseline: number | null;
+  ratio: number | null;
+  goal?: string;
+}
+
+const ADMIN_URL = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
+const EVENTS = Number(process.env.BENCH_EVENTS ?? 200_000);
+const BACKLOG = Number(process.env.BENCH_BACKLOG ?? 1_000_000);
+const ZONES = Number(process.env.BENCH_ZONES ?? 16);
+const BATCH = process.env.AUDIT_BATCH_SIZE ?? "100";
+const CONCURRENCY = process.env.AUDIT_CONCURRENCY;
+const AUDIT_KEY_HEX = randomBytes(32).toString("hex");
+const STREAMS_KEY_HEX = randomBytes(32).toString("hex");
+const STREAM = Topics.auditEvents.stream;
+const MiB = 1024 * 1024;
+
+function withDatabase(url: string, database: string): string {
+  const u = new URL(url);
+  u.pathname = `/${database}`;
+  return u.toString();
+}
+
+/** Signed frames as the audit publisher sends them (producer chain per zone, `_sig` added on XADD). */
+function* frames(count: number, auditKey: Buffer): Generator<Fields> {
+  const producer = randomUUID();
+  const links = new Map<string, { seq: number; prev: string }>();
+  const t0 = Date.now() - 3_600_000;
+  for (let i = 0; i < count; i++) {
+    const zone = `zone-${i % ZONES}`;
+    const link = links.get(zone) ?? { seq: 0, prev: "" };
+    const id = randomUUID();
+    const event = {
+      id,
+      zone_id: zone,
+      event_type: "token.exchange",
+      request_id: `req-${id}`,
+      decision: i % 7 === 0 ? "deny" : "allow",
+      policy_set_id: "policy-set-1",
+      policy_set_version_id: "policy-set-version-1",
+      manifest_sha: "sha256:3a6eb0790f39ac87c94f3856b2dd2c5d110e6811602261a9a923d3bb23adc8b7",
+      evaluation_status: "complete",
+      determining_policies_json: [{ id: "baseline-resource-scope" }],
+      diagnostics_json: [{ code: "scope_allowed" }],
+      metadata_json: { resource: "resource://api", trace_id: randomBytes(16).toString("hex"), subject: `agent-${i % 1000}` },
+      occurred_at: new Date(t0 + i).toISOString(),
+      chain: { producer, seq: link.seq + 1, prev: link.prev },
+    };
+    const data = JSON.stringify(event);
+    const sig = signAuditData(auditKey, data);
+    links.set(zone, { seq: link.seq + 1, prev: sig });
+    yield { id, data, sig };
+  }
+}
+
+async function prefill(redis: Redis, keyPrefix: string, count: number, auditKey: Buffer): Promise<void> {
+  const publisher = new StreamPublisher({
+    redis,
+    keyPrefix,
+    signing: signaturePolicy({ mode: "stable", keyHex: STREAMS_KEY_HEX }),
+    maxLenFor: () => count + 1_000_000,
+  });
+  let chunk: Fields[] = [];
+  for (const f of frames(count, auditKey)) {
+    chunk.push(f);
+    if (chunk.length === 2000) {
+      await publisher.publishBatch(chunk.map((fields) => ({ stream: STREAM, fields })));
+      chunk = [];
+    }
+  }
+  if (chunk.length > 0) await publisher.publishBatch(chunk.map((fields) => ({ stream: STREAM, fields })));
+}
+
+function env(databaseUrl: string, keyPrefix: string, consumer: string): Record<string, string> {
+  return {
+    DATABASE_URL: databaseUrl,
+    REDIS_URL,
+    AUDIT_HMAC_KEY: AUDIT_KEY_HEX,
+    STREAMS_HMAC_KEY: STREAMS_KEY_HEX,
+    CARACAL_MODE: "stable",
+    CARACAL_KEY_PREFIX: keyPrefix,
+    HOSTNAME: consumer,
+    AUDIT_BATCH_SIZE: BATCH,
+    ...(CONCURRENCY !== undefined ? { AUDIT_CONCURRENCY: CONCURRENCY } : {}),
+    PORT: "0",
+  };
+}
+
+async function count(pool: pg.Pool): Promise<number> {
+  return (await pool.query<{ n: number }>("SELECT count(*)::int AS n FROM audit_events")).rows[0]!.n;
+}
+
+async function pending(redis: Redis, keyPrefix: string): Promise<number> {
+  try {
+    const s = (await redis.xpending(streamKey(STREAM, keyPrefix), Topics.auditEvents.groups.auditIngestor)) as [number];
+    return Number(s[0]);
+  } catch {
+    return -1;
+  }
+}
+
+/** Ingests until `expected` rows are committed and nothing is pending; returns seconds. */
+async function ingest(databaseUrl: string, redis: Redis, keyPrefix: string, pool: pg.Pool, expected: number): Promise<number> {
+  const controller = new AbortController();
+  const t0 = performance.now();
+  const app = await startAuditIngestor(loadConfig(env(databaseUrl, keyPrefix, "bench-0")), { logger: pino({ level: "warn" }), signal: controller.signal, blockMs: 100 });
+  for (;;) {
+    if ((await count(pool)) >= expected && (await pending(redis, keyPrefix)) === 0) break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  controller.abort();
+  await app.done;
+  return seconds;
+}
+
+/** The same rows, exported with COPY TO, then the table emptied and the rows loaded with COPY FROM. */
+async function rawCopy(pool: pg.Pool): Promise<number> {
+  const file = join(tmpdir(), `audit-bench-${process.pid}.copy`);
+  const client = await pool.connect();
+  try {
+    await pipeline(client.query(copyTo("COPY audit_events TO STDOUT")), createWriteStream(file));
+    await client.query("TRUNCATE audit_events");
+    await client.query("CHECKPOINT");
+    const t0 = performance.now();
+    await pipeline(createReadStream(file), client.query(copyFrom("COPY audit_events FROM STDIN")));
+    return (performance.now() - t0) / 1000;
+  } finally {
+    client.release();
+    rmSync(file, { force: true });
+  }
+}
+
+/** Child mode: drain the backlog in this process and report its peak RSS. */
+async function drainChild(): Promise<void> {
+  const [databaseUrl, keyPrefix, expectedText] = process.argv.slice(3);
+  const expected = Number(expectedText);
+  const redis = new Redis(REDIS_URL);
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 1 });
+  const seconds = await ingest(databaseUrl!, redis, keyPrefix!, pool, expected);
+  await pool.end();
+  redis.disconnect();
+  // Linux reports maxRSS in KiB
+  process.stdout.write(`${JSON.stringify({ maxRssBytes: process.resourceUsage().maxRSS * 1024, seconds })}\n`);
+}
+
+async function main(): Promise<void> {
+  const dbName = `caracal_bench_audit_${randomBytes(4).toString("hex")}`;
+  const admin = new pg.Client({ connectionString: ADMIN_URL });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${dbName}`);
+  const databaseUrl = withDatabase(ADMIN_URL, dbName);
+  const redis = new Redis(REDIS_URL);
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 2 });
+  const prefixes: string[] = [];
+  const metrics: Metric[] = [];
+  try {
+    await migrateDatabase(databaseUrl);
+    const auditKey = Buffer.from(AUDIT_KEY_HEX, "hex");
+
+    // 1. ingest throughput vs raw COPY of the same rows into the same table
+    const p1 = `bench:audit:${randomBytes(4).toString("hex")}:`;
+    prefixes.push(p1);
+    process.stdout.write(`pre-filling ${EVENTS} signed events ...\n`);
+    await prefill(redis, p1, EVENTS, auditKey);
+    process.stdout.write(`ingesting (batch ${BATCH}, concurrency ${CONCURRENCY ?? "default"}) ...\n`);
+    const ingestSeconds = await ingest(databaseUrl, redis, p1, pool, EVENTS);
+    process.stdout.write("raw COPY of the same rows ...\n");
+    const copySeconds = await rawCopy(pool);
+    const ingestRate = Math.round(EVENTS / ingestSeconds);
+    const copyRate = Math.round(EVENTS / copySeconds);
+    metrics.push({ name: "audit ingest events/s (stream -> committed rows + XACK) vs raw COPY", value: ingestRate, unit: "events/s", baseline: copyRate, ratio: round(ingestRate / copyRate), goal: "ratio >= 0.75" });
+
+    // 2. peak RSS draining a backlog, in a child process
+    if (BACKLOG > 0) {
+      await pool.query("TRUNCATE audit_events");
+      await redis.del(streamKey(STREAM, p1));
+      const p2 = `bench:audit:${randomBytes(4).toString("hex")}:`;
+      prefixes.push(p2);
+      process.stdout.write(`pre-filling a backlog of ${BACKLOG} events ...\n`);
+      await prefill(redis, p2, BACKLOG, auditKey);
+      process.stdout.write("draining it in a child process ...\n");
+      const child = await runChild([fileURLToPath(import.meta.url), "--drain-child", databaseUrl, p2, String(BACKLOG)]);
+      metrics.push({ name: `audit ingestor peak RSS draining ${BACKLOG} events`, value: round(child.maxRssBytes / MiB), unit: "MiB", baseline: null, ratio: null, goal: "<= 300 MiB" });
+      metrics.push({ name: `audit backlog drain events/s (${BACKLOG} events)`, value: Math.round(BACKLOG / child.seconds), unit: "events/s", baseline: null, ratio: null });
+    }
+  } finally {
+    for (const p of prefixes) await redis.del(streamKey(STREAM, p), streamKey(Topics.auditEvents.deadLetterStream as string, p)).catch(() => undefined);
+    await pool.end();
+    redis.disconnect();
+    await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`).catch(() => undefined);
+    await admin.end();
+  }
+
+  const out = resolve(process.env.BENCH_RESULTS_DIR ?? resolve(dirname(fileURLToPath(import.meta.url)), "../../../../bench-results"), "audit.json");
+  if (!existsSync(dirname(out))) mkdirSync(dirname(out), { recursive: true });
+  writeFileSync(out, `${JSON.stringify({ metrics }, null, 2)}\n`);
+  console.table(metrics.map((m) => ({ metric: m.name, value: m.value, unit: m.unit, baseline: m.baseline ?? "", ratio: m.ratio ?? "", goal: m.goal ?? "" })));
+  process.stdout.write(`events=${EVENTS} backlog=${BACKLOG} zones=${ZONES} batch=${BATCH} concurrency=${CONCURRENCY ?? "default"}; written to ${out}\n`);
+}
+
+function round(x: number): number {
+  return Math.round(x * 100) / 100;
+}
+
+function runChild(args: string[]): Promise<{ maxRssBytes: number; seconds: number }> {
+  return new Promise((resolvePromise, reject) => {
+    // BENCH_CHILD_NODE_ARGS, e.g. "--cpu-prof", profiles the draining process
+    const nodeArgs = (process.env.BENCH_CHILD_NODE_ARGS ?? "").split(" ").filter((a) => a.length > 0);
+    const child = spawn(process.execPath, [...nodeArgs, ...args], { stdio: ["ignore", "pipe", "inherit"] });
+    let out = "";
+    child.stdout.on("data", (c: Buffer) => (out += c.toString()));
+    child.once("exit", (code) => {
+      const line = out.trim().split("\n").at(-1) ?? "";
+      if (code !== 0) return reject(new Error(`drain child exited with ${code}: ${out}`));
+      try {
+        resolvePromise(JSON.parse(line) as { maxRssBytes: number; seconds: number });
+      } catch (error) {
+        reject(error instanceof Error ? error : new Error(String(error)));
+      }
+    });
+  });
+}
+
+if (process.argv[2] === "--drain-child") await drainChild();
+else await main();
