@@ -15,6 +15,7 @@ import type { AuditConfig } from "./config.js";
 import { createAuditBatchHandler, parseAuditEntry } from "./ingest/handler.js";
 import { LedgerWriter } from "./ledger/writer.js";
 import { AuditMetrics } from "./metrics.js";
+import { runLeaders } from "./export/leaders.js";
 import { replayDirectory } from "./replay/replay-dir.js";
 import { startSweeper } from "./sweeper/tamper-sweeper.js";
 
@@ -111,6 +112,23 @@ export async function startAuditIngestor(
     signal,
   );
 
+  // S3 export (when configured) and retention, each only on the holder of its Redis lease
+  const leaders = runLeaders(
+    {
+      pool,
+      redis,
+      logger,
+      registry: metrics.registry,
+      keyPrefix: config.keyPrefix,
+      leaseTtlMs: config.leaderLeaseTtlMs,
+      ...(config.export !== undefined
+        ? { export: { s3Config: config.export.s3, intervalMs: config.export.intervalMs, settleMs: config.export.settleMs, pageRows: config.export.pageRows } }
+        : {}),
+      retention: { days: config.retention.days, intervalMs: config.retention.intervalMs, maxDeliveries: config.maxDeliveries },
+    },
+    signal,
+  ).catch((error: unknown) => logger.error({ err: error }, "export/retention leaders failed"));
+
   const pendingAge = (async () => {
     const key = streamKey(TOPIC.stream, config.keyPrefix);
     do {
@@ -151,7 +169,7 @@ export async function startAuditIngestor(
 
   const done = (async () => {
     await consumerDone;
-    await Promise.allSettled([sweeper.stopped, pendingAge, replayed]);
+    await Promise.allSettled([sweeper.stopped, pendingAge, replayed, leaders]);
     await closeClient(redis);
     await pool.end().catch(() => undefined);
     await writerPool.end().catch(() => undefined);

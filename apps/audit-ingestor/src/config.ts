@@ -5,8 +5,12 @@
  */
 import type { CaracalMode, SignaturePolicy } from "@caracal/streams-core";
 import { ConfigError, parseHmacKey, signaturePolicy } from "@caracal/streams-core";
-import { databaseUrlVar, intVar, loadEnv, modeVar, redisUrlVar, urlVar } from "@caracal/service-kit";
+import { databaseUrlVar, intVar, loadEnv, modeVar, redisUrlVar } from "@caracal/service-kit";
 import { z } from "zod";
+
+import type { ExportS3Config } from "./export/config-schema.js";
+import { exportConfigSchema, exportS3ConfigFrom } from "./export/config-schema.js";
+import { retentionConfigSchema } from "./retention/config-schema.js";
 
 /** A hex key checked by the strict decoder (WIRE §3); the issue names the problem, never the value. */
 const hexKeyVar = () =>
@@ -23,7 +27,14 @@ const hexKeyVar = () =>
       }
     });
 
+/**
+ * The whole environment: this file's variables plus the export and retention fragments (AUDIT_EXPORT_S3_*,
+ * AUDIT_EXPORT_*, AUDIT_LEADER_LEASE_TTL_MS, AUDIT_RETENTION_DAYS 365, AUDIT_RETENTION_INTERVAL_MS,
+ * AUDIT_MAX_DELIVERIES 5: deliveries after which a failing write goes to audit_events_dlq).
+ */
 export const envSchema = z.object({
+  ...exportConfigSchema.shape,
+  ...retentionConfigSchema.shape,
   /** HTTP port of /healthz, /readyz, /metrics. Default 9090. */
   PORT: intVar(9090, { min: 0, max: 65535 }),
   DATABASE_URL: databaseUrlVar(),
@@ -37,16 +48,6 @@ export const envSchema = z.object({
   STREAMS_HMAC_KEYS_PREVIOUS: z.string().optional(),
   /** Consumer name, unique per replica. Default audit-worker-0. */
   HOSTNAME: z.string().min(1).default("audit-worker-0"),
-  /** S3 export (another module): on when endpoint and bucket are set. */
-  AUDIT_EXPORT_S3_ENDPOINT: urlVar(["http:", "https:"]).optional(),
-  AUDIT_EXPORT_S3_BUCKET: z.string().optional(),
-  AUDIT_EXPORT_S3_REGION: z.string().min(1).default("us-east-1"),
-  /** Rows older than this many days are deleted by the retention leader. Default 365. */
-  AUDIT_RETENTION_DAYS: intVar(365, { min: 1 }),
-  /** How often retention runs. Default 3,600,000 ms (1 h). */
-  AUDIT_RETENTION_INTERVAL_MS: intVar(3_600_000, { min: 1000 }),
-  /** Deliveries after which a write that keeps failing goes to audit_events_dlq. Default 5. */
-  AUDIT_MAX_DELIVERIES: intVar(5, { min: 1 }),
   /** Pending entries idle this long are reclaimed (XAUTOCLAIM), checked this often. Default 30 s. */
   AUDIT_CLAIM_IDLE_SECS: intVar(30, { min: 1 }),
   /** Window of the tamper sweep. Default 4 h. */
@@ -83,7 +84,8 @@ export interface AuditConfig {
   sweep: { rollingHours: number; intervalMs: number; gapGraceMs: number };
   replayDir: string | undefined;
   /** Undefined when export is off. */
-  export: { endpoint: string; bucket: string; region: string } | undefined;
+  export: { s3: ExportS3Config; intervalMs: number; settleMs: number; pageRows: number } | undefined;
+  leaderLeaseTtlMs: number;
   retention: { days: number; intervalMs: number };
   shutdownGraceMs: number;
 }
@@ -131,13 +133,17 @@ export function loadConfig(env: NodeJS.ProcessEnv | Record<string, string | unde
     claimIdleMs: e.AUDIT_CLAIM_IDLE_SECS * 1000,
     sweep: { rollingHours: e.AUDIT_TAMPER_ROLLING_HOURS, intervalMs: e.AUDIT_TAMPER_SWEEP_INTERVAL_MS, gapGraceMs: e.AUDIT_GAP_GRACE_MS },
     replayDir: e.AUDIT_REPLAY_DIR,
-    export:
-      e.AUDIT_EXPORT_S3_ENDPOINT !== undefined && e.AUDIT_EXPORT_S3_BUCKET !== undefined
-        ? { endpoint: e.AUDIT_EXPORT_S3_ENDPOINT, bucket: e.AUDIT_EXPORT_S3_BUCKET, region: e.AUDIT_EXPORT_S3_REGION }
-        : undefined,
+    export: exportOf(e),
+    leaderLeaseTtlMs: e.AUDIT_LEADER_LEASE_TTL_MS,
     retention: { days: e.AUDIT_RETENTION_DAYS, intervalMs: e.AUDIT_RETENTION_INTERVAL_MS },
     shutdownGraceMs: e.CARACAL_SHUTDOWN_GRACE_MS,
   };
+}
+
+function exportOf(e: z.output<typeof envSchema>): AuditConfig["export"] {
+  const s3 = exportS3ConfigFrom(e);
+  if (s3 === undefined) return undefined;
+  return { s3, intervalMs: e.AUDIT_EXPORT_INTERVAL_MS, settleMs: e.AUDIT_EXPORT_SETTLE_MS, pageRows: e.AUDIT_EXPORT_PAGE_ROWS };
 }
 
 /** Settings fit for the start-up log: no key material, no URL passwords. */
@@ -158,7 +164,7 @@ export function describeConfig(c: AuditConfig): Record<string, unknown> {
     claimIdleMs: c.claimIdleMs,
     sweep: c.sweep,
     replayDir: c.replayDir,
-    export: c.export,
+    export: c.export === undefined ? "off" : { endpoint: c.export.s3.endpoint, bucket: c.export.s3.bucket, region: c.export.s3.region, intervalMs: c.export.intervalMs },
     retention: c.retention,
   };
 }

@@ -1,6 +1,7 @@
 /**
  * Prometheus metrics of the audit ingestor, on one registry served at /metrics. The consumer engine
- * reports through `consumerHooks`; the exporter and retention modules through `leaderHooks`.
+ * reports through `consumerHooks`. The exporter, retention and leases register theirs on the same registry
+ * (`caracal_audit_export_*`, `caracal_audit_retention_*`, `caracal_leader{lease}`).
  */
 import type { ConsumerMetricsHooks, DeadLetterReason } from "@caracal/streams-core";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
@@ -30,9 +31,6 @@ export class AuditMetrics {
   readonly sweeps = new Counter({ name: "audit_tamper_sweeps_total", help: "Tamper sweeps, by outcome", labelNames: ["outcome"], registers: [this.registry] });
   readonly sweepRowsChecked = new Counter({ name: "audit_tamper_sweep_rows_total", help: "Rows re-verified by the tamper sweeper", registers: [this.registry] });
   readonly replayed = new Counter({ name: "audit_replay_events_total", help: "Events read from AUDIT_REPLAY_DIR files, by outcome", labelNames: ["outcome"], registers: [this.registry] });
-  readonly exportRuns = new Counter({ name: "audit_export_runs_total", help: "S3 export runs, by outcome", labelNames: ["outcome"], registers: [this.registry] });
-  readonly retentionRuns = new Counter({ name: "audit_retention_runs_total", help: "Retention runs, by outcome", labelNames: ["outcome"], registers: [this.registry] });
-  readonly leader = new Gauge({ name: "audit_leader", help: "1 while this replica holds the lease", labelNames: ["lease"], registers: [this.registry] });
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
@@ -48,15 +46,6 @@ export class AuditMetrics {
       trimmed: (n) => this.trimmed.inc(n),
       lag: (n) => this.lag.set(n),
       pending: (n) => this.pending.set(n),
-    };
-  }
-
-  /** Hooks for the export and retention leaders. */
-  leaderHooks() {
-    return {
-      leader: (lease: string, held: boolean) => this.leader.set({ lease }, held ? 1 : 0),
-      exportRun: (outcome: string) => this.exportRuns.inc({ outcome }),
-      retentionRun: (outcome: string) => this.retentionRuns.inc({ outcome }),
     };
   }
 }
