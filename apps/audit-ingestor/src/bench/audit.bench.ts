@@ -7,7 +7,7 @@
  * Environment: DATABASE_URL (admin URL; a scratch database is created and dropped), REDIS_URL,
  * BENCH_EVENTS (default 200000), BENCH_BACKLOG (default 1000000; 0 skips the RSS run), BENCH_ZONES
  * (default 16), AUDIT_BATCH_SIZE (default 100), AUDIT_CONCURRENCY (default: the ingestor's),
- * BENCH_CHILD_NODE_ARGS (node flags of the draining process, e.g. --cpu-prof).
+ * BENCH_CHILD_NODE_ARGS (node flags of the draining process, e.g. --cpu-prof), BENCH_KEEP_DATABASE=1.
  */
 import { spawn } from "node:child_process";
 import { createReadStream, createWriteStream, existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
@@ -44,8 +44,9 @@ const BACKLOG = Number(process.env.BENCH_BACKLOG ?? 1_000_000);
 const ZONES = Number(process.env.BENCH_ZONES ?? 16);
 const BATCH = process.env.AUDIT_BATCH_SIZE ?? "100";
 const CONCURRENCY = process.env.AUDIT_CONCURRENCY;
-const AUDIT_KEY_HEX = randomBytes(32).toString("hex");
-const STREAMS_KEY_HEX = randomBytes(32).toString("hex");
+// random per run; the draining child inherits them through its environment
+const AUDIT_KEY_HEX = process.env.BENCH_AUDIT_KEY_HEX ?? randomBytes(32).toString("hex");
+const STREAMS_KEY_HEX = process.env.BENCH_STREAMS_KEY_HEX ?? randomBytes(32).toString("hex");
 const STREAM = Topics.auditEvents.stream;
 const MiB = 1024 * 1024;
 
@@ -222,7 +223,9 @@ async function main(): Promise<void> {
     for (const p of prefixes) await redis.del(streamKey(STREAM, p), streamKey(Topics.auditEvents.deadLetterStream as string, p)).catch(() => undefined);
     await pool.end();
     redis.disconnect();
-    await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`).catch(() => undefined);
+    // BENCH_KEEP_DATABASE=1 keeps the backlog's rows (e.g. for the EXPLAIN checks of docs/audit-ledger.md)
+    if (process.env.BENCH_KEEP_DATABASE === "1") process.stdout.write(`kept database ${dbName}\n`);
+    else await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`).catch(() => undefined);
     await admin.end();
   }
 
@@ -241,7 +244,10 @@ function runChild(args: string[]): Promise<{ maxRssBytes: number; seconds: numbe
   return new Promise((resolvePromise, reject) => {
     // BENCH_CHILD_NODE_ARGS, e.g. "--cpu-prof", profiles the draining process
     const nodeArgs = (process.env.BENCH_CHILD_NODE_ARGS ?? "").split(" ").filter((a) => a.length > 0);
-    const child = spawn(process.execPath, [...nodeArgs, ...args], { stdio: ["ignore", "pipe", "inherit"] });
+    const child = spawn(process.execPath, [...nodeArgs, ...args], {
+      stdio: ["ignore", "pipe", "inherit"],
+      env: { ...process.env, BENCH_AUDIT_KEY_HEX: AUDIT_KEY_HEX, BENCH_STREAMS_KEY_HEX: STREAMS_KEY_HEX },
+    });
     let out = "";
     child.stdout.on("data", (c: Buffer) => (out += c.toString()));
     child.once("exit", (code) => {

@@ -2,6 +2,8 @@ import { createMigratedDatabase, hasPostgres } from "@caracal/testkit";
 import type { TestDatabase } from "@caracal/testkit";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 
+import { quietPool } from "../test-support/harness.js";
+
 import { LedgerWriter } from "../ledger/writer.js";
 import { chainLink } from "../ledger/content.js";
 import { ledgerInput, makeChain, makeEvent, TEST_AUDIT_KEY } from "../test-support/events.js";
@@ -16,6 +18,7 @@ describe.skipIf(!hasPostgres())("tamper sweeper and verify", () => {
   let writer: LedgerWriter;
   beforeEach(async () => {
     db = await createMigratedDatabase();
+    quietPool(db.pool);
     writer = new LedgerWriter({ pool: db.pool, auditKey: TEST_AUDIT_KEY });
   });
   afterEach(async () => {
@@ -83,6 +86,18 @@ describe.skipIf(!hasPostgres())("tamper sweeper and verify", () => {
     const v = await verify("z");
     expect(v.code).toBe(1);
     expect(v.out.some((l) => l.startsWith("deleted") && l.includes("chain_seq=6"))).toBe(true);
+  });
+
+  it("finds rows deleted from the start of a zone unless retention anchored the chain there", async () => {
+    await seed("z", 6);
+    const row2 = await db.pool.query<{ hmac_chain: string }>("SELECT hmac_chain FROM audit_events WHERE zone_id = 'z' AND chain_seq = 2");
+    await db.pool.query("DELETE FROM audit_events WHERE zone_id = 'z' AND chain_seq <= 2");
+    const v = await verify("z");
+    expect(v.code).toBe(1);
+    expect(v.out.some((l) => l.startsWith("deleted") && l.includes("chain_seq=3"))).toBe(true);
+    // what retention writes with its delete: the last deleted row as the chain's new start
+    await db.pool.query("INSERT INTO audit_chain_anchors (zone_id, chain_seq, hmac_chain) VALUES ('z', 2, $1)", [row2.rows[0]!.hmac_chain]);
+    expect((await verify("z")).code).toBe(0);
   });
 
   it("finds a row inserted by SQL, even with a consistent content hash", async () => {

@@ -10,8 +10,9 @@
  * - `fork`, `broken_link`, `gap`: producer-chain breaks (WIRE §6); a gap is reported only once the row
  *   after it is older than the redelivery grace time.
  * Each link is checked against the stored previous row, so one changed row is one break, not a cascade.
- * Limits: rows removed from the end of a zone, or from its start (indistinguishable from retention), leave
- * no trace in the remaining rows.
+ * The chain starts at the zone's retention anchor (`audit_chain_anchors`, written by retention with its
+ * deletes) or, without one, at chain_seq 1: rows removed from the start are found too. Limit: rows removed
+ * from the end of a zone leave no trace in the remaining rows.
  */
 import canonicalize from "canonicalize";
 import type pg from "pg";
@@ -121,6 +122,18 @@ export async function verifyZone(zoneId: string, range: VerifyRange, options: Ve
       prevChain = b.hmac_chain;
     }
   }
+  if (prevSeq === undefined) {
+    // Retention records where a zone's chain now starts (audit_chain_anchors): the last deleted row.
+    const anchor = await pool.query<{ chain_seq: string; hmac_chain: string }>("SELECT chain_seq, hmac_chain FROM audit_chain_anchors WHERE zone_id = $1", [zoneId]);
+    const a = anchor.rows[0];
+    if (a !== undefined) {
+      prevSeq = Number(a.chain_seq);
+      prevChain = a.hmac_chain;
+    } else if (fromSeq <= 1) {
+      // no anchor: the chain must start at 1, so a first row with a higher seq means rows were removed
+      prevSeq = 0;
+    }
+  }
 
   let rowsChecked = 0;
   let cursor = prevSeq ?? fromSeq - 1;
@@ -153,7 +166,8 @@ export async function verifyZone(zoneId: string, range: VerifyRange, options: Ve
       if (gap) {
         breaks.push({ kind: "deleted", zoneId, eventId: row.id, chainSeq: seq, detail: `chain_seq ${prevSeq! + 1}..${seq - 1} missing` });
       }
-      // A first row with seq > 1 and nothing before it is an anchor (retention may have removed its predecessors).
+      // A first row with seq > 1 and no known predecessor (a range starting after rows that are gone) is
+      // taken as the anchor.
       const anchored = prevSeq !== undefined || seq === 1;
       if (anchored) {
         const expected = chainLink(auditKey, prevChain, sha ?? row.content_sha256);
