@@ -3,13 +3,14 @@
  * Seed start-up sequence: parse configuration (warn without AUDIT_HMAC_KEY in dev, refuse in rc/stable),
  * connect, start the consumer, writer, sweeper, exporter, retention, replay; then listen on PORT.
  */
-import { ConfigError, describeSignaturePolicy } from "@caracal/streams-core";
+import { ConfigError, Topics, describeSignaturePolicy } from "@caracal/streams-core";
 import { createLogger, runUntilSignal, startOpsServer } from "@caracal/service-kit";
 
 import { startAuditIngestor } from "./app.js";
 import { describeConfig, loadConfig } from "./config.js";
 
-const logger = createLogger("audit-ingestor");
+// The service is named after its consumer group; the registry is the one place that spells it.
+const logger = createLogger(Topics.auditEvents.groups.auditIngestor);
 
 let config;
 try {
