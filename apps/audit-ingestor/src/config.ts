@@ -4,8 +4,8 @@
  * are never echoed (a bad value may be a key).
  */
 import type { CaracalMode, SignaturePolicy } from "@caracal/streams-core";
-import { ConfigError, parseHmacKey, signaturePolicy } from "@caracal/streams-core";
-import { databaseUrlVar, intVar, loadEnv, modeVar, redisUrlVar } from "@caracal/service-kit";
+import { ConfigError, parseHmacKey } from "@caracal/streams-core";
+import { ConfigProblems, caracalModeOf, databaseUrlVar, intVar, loadEnv, modeVar, redisUrlVar, streamSigningFromEnv } from "@caracal/service-kit";
 import { z } from "zod";
 
 import type { ExportS3Config } from "./export/config-schema.js";
@@ -96,31 +96,16 @@ export interface AuditConfig {
 
 /** Parses and validates the environment; throws one ConfigError naming every bad variable. */
 export function loadConfig(env: NodeJS.ProcessEnv | Record<string, string | undefined>): AuditConfig {
-  const problems: string[] = [];
-  let parsed: z.output<typeof envSchema> | undefined;
-  try {
-    parsed = loadEnv(envSchema, env);
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    problems.push(...error.problems);
-  }
+  const problems = new ConfigProblems();
+  const parsed = problems.check(() => loadEnv(envSchema, env));
   const set = (name: string) => env[name] !== undefined && env[name] !== "";
-  const mode = (env.CARACAL_MODE && ["dev", "rc", "stable"].includes(env.CARACAL_MODE) ? env.CARACAL_MODE : "stable") as CaracalMode;
-  if (mode !== "dev" && !set("AUDIT_HMAC_KEY")) problems.push(`AUDIT_HMAC_KEY: required when CARACAL_MODE=${mode}`);
-  if (mode !== "dev" && !set("STREAMS_HMAC_KEY")) problems.push(`STREAMS_HMAC_KEY: required when CARACAL_MODE=${mode}`);
+  const mode = caracalModeOf(env);
+  if (mode !== "dev" && !set("AUDIT_HMAC_KEY")) problems.add(`AUDIT_HMAC_KEY: required when CARACAL_MODE=${mode}`);
   if (set("AUDIT_EXPORT_S3_ENDPOINT") !== set("AUDIT_EXPORT_S3_BUCKET")) {
-    problems.push(`${set("AUDIT_EXPORT_S3_ENDPOINT") ? "AUDIT_EXPORT_S3_BUCKET" : "AUDIT_EXPORT_S3_ENDPOINT"}: required when the other S3 export setting is set`);
+    problems.add(`${set("AUDIT_EXPORT_S3_ENDPOINT") ? "AUDIT_EXPORT_S3_BUCKET" : "AUDIT_EXPORT_S3_ENDPOINT"}: required when the other S3 export setting is set`);
   }
-  let signing: SignaturePolicy | undefined;
-  if (parsed !== undefined) {
-    try {
-      signing = signaturePolicy({ mode, keyHex: parsed.STREAMS_HMAC_KEY, previousKeysHex: parsed.STREAMS_HMAC_KEYS_PREVIOUS });
-    } catch (error) {
-      if (!(error instanceof ConfigError)) throw error;
-      for (const p of error.problems) if (!problems.includes(p)) problems.push(p);
-    }
-  }
-  if (problems.length > 0 || parsed === undefined || signing === undefined) throw new ConfigError(problems);
+  const signing = problems.check(() => streamSigningFromEnv(env, mode));
+  if (!problems.empty || parsed === undefined || signing === undefined) throw problems.error();
   const e = parsed;
   return {
     port: e.PORT,

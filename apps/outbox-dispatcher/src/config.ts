@@ -4,8 +4,7 @@
  * values are never echoed (a bad value may be a key).
  */
 import type { CaracalMode, SignaturePolicy } from "@caracal/streams-core";
-import { ConfigError, signaturePolicy } from "@caracal/streams-core";
-import { databaseUrlVar, intVar, loadEnv, modeVar, redisUrlVar } from "@caracal/service-kit";
+import { ConfigProblems, caracalModeOf, databaseUrlVar, intVar, loadEnv, modeVar, redisUrlVar, streamSigningFromEnv } from "@caracal/service-kit";
 import { z } from "zod";
 
 const DAY_MS = 86_400_000;
@@ -71,26 +70,14 @@ export interface DispatcherConfig {
 
 /** Parses and validates the environment; throws one ConfigError naming every bad variable. */
 export function loadConfig(env: NodeJS.ProcessEnv | Record<string, string | undefined>): DispatcherConfig {
-  const problems: string[] = [];
-  let parsed: z.output<typeof envSchema> | undefined;
-  try {
-    parsed = loadEnv(envSchema, env);
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    problems.push(...error.problems);
-  }
-  const mode = (env.CARACAL_MODE && ["dev", "rc", "stable"].includes(env.CARACAL_MODE) ? env.CARACAL_MODE : "stable") as CaracalMode;
-  let signing: SignaturePolicy | undefined;
-  try {
-    signing = signaturePolicy({ mode, keyHex: env.STREAMS_HMAC_KEY, previousKeysHex: env.STREAMS_HMAC_KEYS_PREVIOUS });
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    problems.push(...error.problems);
-  }
+  const problems = new ConfigProblems();
+  const parsed = problems.check(() => loadEnv(envSchema, env));
+  const mode = caracalModeOf(env);
+  const signing = problems.check(() => streamSigningFromEnv(env, mode));
   if (parsed !== undefined && parsed.CARACAL_OUTBOX_PUBLISH_TIMEOUT_MS >= parsed.CARACAL_OUTBOX_LEASE_MS) {
-    problems.push("CARACAL_OUTBOX_PUBLISH_TIMEOUT_MS: must be below CARACAL_OUTBOX_LEASE_MS (a lease must outlive a publish)");
+    problems.add("CARACAL_OUTBOX_PUBLISH_TIMEOUT_MS: must be below CARACAL_OUTBOX_LEASE_MS (a lease must outlive a publish)");
   }
-  if (problems.length > 0 || parsed === undefined || signing === undefined) throw new ConfigError(problems);
+  if (!problems.empty || parsed === undefined || signing === undefined) throw problems.error();
   const e = parsed;
   return {
     port: e.PORT,

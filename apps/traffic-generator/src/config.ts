@@ -3,8 +3,8 @@
  * one ConfigError; values are never echoed (a bad value may be a key).
  */
 import type { CaracalMode, SignaturePolicy } from "@caracal/streams-core";
-import { ConfigError, parseHmacKey, signaturePolicy } from "@caracal/streams-core";
-import { databaseUrlVar, intVar, loadEnv, modeVar, redisUrlVar } from "@caracal/service-kit";
+import { parseHmacKey } from "@caracal/streams-core";
+import { ConfigProblems, caracalModeOf, databaseUrlVar, intVar, loadEnv, modeVar, redisUrlVar, streamSigningFromEnv } from "@caracal/service-kit";
 import { z } from "zod";
 
 /** A non-negative rate in events per second (fractions allowed: 0.5 is one every two seconds). */
@@ -61,35 +61,15 @@ export interface TrafficConfig {
 
 /** Parses and validates the environment; throws one ConfigError naming every bad variable. */
 export function loadConfig(env: NodeJS.ProcessEnv | Record<string, string | undefined>): TrafficConfig {
-  const problems: string[] = [];
-  let parsed: z.output<typeof envSchema> | undefined;
-  try {
-    parsed = loadEnv(envSchema, env);
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    problems.push(...error.problems);
-  }
-  const set = (name: string) => env[name] !== undefined && env[name] !== "";
-  const mode = (env.CARACAL_MODE && ["dev", "rc", "stable"].includes(env.CARACAL_MODE) ? env.CARACAL_MODE : "stable") as CaracalMode;
+  const problems = new ConfigProblems();
+  const parsed = problems.check(() => loadEnv(envSchema, env));
+  const mode = caracalModeOf(env);
+  const auditKeyHex = env.AUDIT_HMAC_KEY;
   let auditKey: Buffer | undefined;
-  if (set("AUDIT_HMAC_KEY")) {
-    try {
-      auditKey = parseHmacKey(env.AUDIT_HMAC_KEY as string, "AUDIT_HMAC_KEY");
-    } catch (error) {
-      if (!(error instanceof ConfigError)) throw error;
-      problems.push(...error.problems);
-    }
-  } else if (mode !== "dev") {
-    problems.push(`AUDIT_HMAC_KEY: required when CARACAL_MODE=${mode}`);
-  }
-  let signing: SignaturePolicy | undefined;
-  try {
-    signing = signaturePolicy({ mode, keyHex: env.STREAMS_HMAC_KEY, previousKeysHex: env.STREAMS_HMAC_KEYS_PREVIOUS });
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    problems.push(...error.problems);
-  }
-  if (problems.length > 0 || parsed === undefined || signing === undefined) throw new ConfigError(problems);
+  if (auditKeyHex !== undefined && auditKeyHex !== "") auditKey = problems.check(() => parseHmacKey(auditKeyHex, "AUDIT_HMAC_KEY"));
+  else if (mode !== "dev") problems.add(`AUDIT_HMAC_KEY: required when CARACAL_MODE=${mode}`);
+  const signing = problems.check(() => streamSigningFromEnv(env, mode));
+  if (!problems.empty || parsed === undefined || signing === undefined) throw problems.error();
   const e = parsed;
   return {
     port: e.PORT,

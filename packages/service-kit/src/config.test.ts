@@ -41,3 +41,26 @@ describe("redactConfig", () => {
     ).toEqual({ STREAMS_HMAC_KEY: "[redacted]", DATABASE_URL: "postgres://app:[redacted]@db/x", PORT: 1, AUDIT_HMAC_KEY: "" });
   });
 });
+
+describe("ConfigProblems and the shared Caracal settings", () => {
+  it("collects ConfigErrors from every check, once each, and lets other errors through", async () => {
+    const { ConfigProblems, caracalModeOf, streamSigningFromEnv } = await import("./config.js");
+    const problems = new ConfigProblems();
+    const env = { CARACAL_MODE: "rc", STREAMS_HMAC_KEY: "abc" };
+    const mode = caracalModeOf(env);
+    expect(mode).toBe("rc");
+    expect(problems.check(() => streamSigningFromEnv(env, mode))).toBeUndefined();
+    problems.check(() => streamSigningFromEnv(env, mode));
+    problems.add("PORT: must be a number");
+    expect(problems.empty).toBe(false);
+    expect(problems.error().problems).toEqual(["STREAMS_HMAC_KEY: hex key has an odd number of characters", "PORT: must be a number"]);
+    expect(() => problems.check(() => { throw new TypeError("bug"); })).toThrow(TypeError);
+  });
+  it("reads an unset or invalid mode as stable, and dev without a key as unsigned", async () => {
+    const { caracalModeOf, streamSigningFromEnv } = await import("./config.js");
+    expect(caracalModeOf({})).toBe("stable");
+    expect(caracalModeOf({ CARACAL_MODE: "prod" })).toBe("stable");
+    expect(streamSigningFromEnv({}, "dev").signer).toBeUndefined();
+    expect(() => streamSigningFromEnv({}, "stable")).toThrow(/STREAMS_HMAC_KEY: required/);
+  });
+});

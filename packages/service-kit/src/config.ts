@@ -2,7 +2,8 @@
  * Environment parsing: one zod schema per service, validated at once; every bad variable is named in
  * one ConfigError. Values are never echoed back (a bad value may be a secret).
  */
-import { ConfigError } from "@caracal/streams-core";
+import type { CaracalMode, SignaturePolicy } from "@caracal/streams-core";
+import { CARACAL_MODES, ConfigError, signaturePolicy } from "@caracal/streams-core";
 import { z } from "zod";
 
 export function loadEnv<S extends z.ZodObject>(schema: S, env: NodeJS.ProcessEnv | Record<string, string | undefined>): z.output<S> {
@@ -43,3 +44,47 @@ export const boolVar = (defaultValue: boolean) =>
     .enum(["1", "0", "true", "false", "yes", "no"], { message: "must be true or false" })
     .optional()
     .transform((v) => (v === undefined ? defaultValue : v === "1" || v === "true" || v === "yes"));
+
+type Env = NodeJS.ProcessEnv | Record<string, string | undefined>;
+
+/**
+ * Gathers every configuration problem of a service (schema, keys, rules across variables) so that one
+ * ConfigError names them all. A check that throws ConfigError is collected; any other error propagates.
+ */
+export class ConfigProblems {
+  private readonly problems: string[] = [];
+
+  /** Runs a check; returns its value, or undefined when it reported problems. */
+  check<T>(check: () => T): T | undefined {
+    try {
+      return check();
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      for (const p of error.problems) this.add(p);
+      return undefined;
+    }
+  }
+
+  add(problem: string): void {
+    if (!this.problems.includes(problem)) this.problems.push(problem);
+  }
+
+  get empty(): boolean {
+    return this.problems.length === 0;
+  }
+
+  error(): ConfigError {
+    return new ConfigError(this.problems);
+  }
+}
+
+/** CARACAL_MODE, or "stable" when unset or invalid (the service's schema reports an invalid value). */
+export function caracalModeOf(env: Env): CaracalMode {
+  const mode = env.CARACAL_MODE;
+  return mode !== undefined && (CARACAL_MODES as readonly string[]).includes(mode) ? (mode as CaracalMode) : "stable";
+}
+
+/** The `_sig` policy from STREAMS_HMAC_KEY and STREAMS_HMAC_KEYS_PREVIOUS; throws ConfigError (WIRE §3). */
+export function streamSigningFromEnv(env: Env, mode: CaracalMode): SignaturePolicy {
+  return signaturePolicy({ mode, keyHex: env.STREAMS_HMAC_KEY, previousKeysHex: env.STREAMS_HMAC_KEYS_PREVIOUS });
+}
