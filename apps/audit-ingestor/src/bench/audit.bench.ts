@@ -10,16 +10,18 @@
  * BENCH_CHILD_NODE_ARGS (node flags of the draining process, e.g. --cpu-prof), BENCH_KEEP_DATABASE=1.
  */
 import { spawn } from "node:child_process";
-import { createReadStream, createWriteStream, existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { createReadStream, createWriteStream, rmSync } from "node:fs";
 import { randomBytes, randomUUID } from "node:crypto";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { fileURLToPath } from "node:url";
 
 import { migrateDatabase } from "@caracal/db";
 import type { Fields } from "@caracal/streams-core";
 import { StreamPublisher, Topics, signAuditData, signaturePolicy, streamKey } from "@caracal/streams-core";
+import type { BenchMetric } from "@caracal/testkit/bench-report";
+import { reportBench } from "@caracal/testkit/bench-report";
 import { Redis } from "ioredis";
 import pg from "pg";
 import { from as copyFrom, to as copyTo } from "pg-copy-streams";
@@ -28,14 +30,7 @@ import { pino } from "pino";
 import { startAuditIngestor } from "../app.js";
 import { loadConfig } from "../config.js";
 
-interface Metric {
-  name: string;
-  value: number;
-  unit: string;
-  baseline: number | null;
-  ratio: number | null;
-  goal?: string;
-}
+type Metric = BenchMetric;
 
 const ADMIN_URL = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
@@ -229,11 +224,7 @@ async function main(): Promise<void> {
     await admin.end();
   }
 
-  const out = resolve(process.env.BENCH_RESULTS_DIR ?? resolve(dirname(fileURLToPath(import.meta.url)), "../../../../bench-results"), "audit.json");
-  if (!existsSync(dirname(out))) mkdirSync(dirname(out), { recursive: true });
-  writeFileSync(out, `${JSON.stringify({ metrics }, null, 2)}\n`);
-  console.table(metrics.map((m) => ({ metric: m.name, value: m.value, unit: m.unit, baseline: m.baseline ?? "", ratio: m.ratio ?? "", goal: m.goal ?? "" })));
-  process.stdout.write(`events=${EVENTS} backlog=${BACKLOG} zones=${ZONES} batch=${BATCH} concurrency=${CONCURRENCY ?? "default"}; written to ${out}\n`);
+  reportBench("audit", metrics, { events: EVENTS, backlog: BACKLOG, zones: ZONES, batch: BATCH, concurrency: CONCURRENCY ?? "default" });
 }
 
 function round(x: number): number {

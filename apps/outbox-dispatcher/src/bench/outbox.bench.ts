@@ -9,13 +9,13 @@
  * CARACAL_OUTBOX_BATCH), BENCH_LATENCY_SECONDS (default 5 per variant), BENCH_RATE (default 1000 rows/s).
  */
 import { randomBytes, randomUUID } from "node:crypto";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
-import { dirname, resolve } from "node:path";
 
 import { createPool, migrateDatabase } from "@caracal/db";
 import { OUTBOX_CHANNEL, enqueue } from "@caracal/outbox";
 import type { Fields } from "@caracal/streams-core";
 import { StreamPublisher, StreamSigner, Topics, fieldsToArgs, streamKey } from "@caracal/streams-core";
+import type { BenchMetric } from "@caracal/testkit/bench-report";
+import { deletePrefix, ratioMetric, reportBench } from "@caracal/testkit/bench-report";
 import { Redis } from "ioredis";
 import pg from "pg";
 import { pino } from "pino";
@@ -24,14 +24,7 @@ import { OutboxDispatcher } from "../dispatcher.js";
 import { NotifyListener } from "../listener.js";
 import { createMetrics } from "../metrics.js";
 
-interface Metric {
-  name: string;
-  value: number;
-  unit: string;
-  baseline: number | null;
-  ratio: number | null;
-  goal?: string;
-}
+type Metric = BenchMetric;
 
 const DATABASE_URL = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
@@ -172,11 +165,7 @@ async function main(): Promise<void> {
     await admin.end();
   }
 
-  printTable(metrics);
-  const out = resolve(process.env.BENCH_RESULTS_DIR ?? findRepoRoot(), "bench-results", "outbox.json");
-  mkdirSync(dirname(out), { recursive: true });
-  writeFileSync(out, `${JSON.stringify({ rows: ROWS, rounds: ROUNDS, batch: BATCH, latencySeconds: LATENCY_SECONDS, rate: RATE, metrics }, null, 2)}\n`);
-  log(`wrote ${out}`);
+  reportBench("outbox", metrics, { rows: ROWS, rounds: ROUNDS, batch: BATCH, latencySeconds: LATENCY_SECONDS, rate: RATE });
 
   /**
    * The upstream design, as the seed describes it: every CARACAL_OUTBOX_POLL_MS (250) fetch up to BATCH
@@ -271,38 +260,9 @@ async function main(): Promise<void> {
   }
 }
 
-function ratioMetric(name: string, value: number, baseline: number, unit: string, goal?: string): Metric {
-  const m: Metric = { name, value, unit, baseline, ratio: Math.round((value / baseline) * 1000) / 1000 };
-  if (goal !== undefined) m.goal = goal;
-  return m;
-}
 
-function printTable(metrics: readonly Metric[]): void {
-  const rows = metrics.map((m) => [m.name, `${m.value.toLocaleString("en-US")} ${m.unit}`, m.baseline === null ? "" : m.baseline.toLocaleString("en-US"), m.ratio === null ? "" : m.ratio.toFixed(3), m.goal ?? ""]);
-  const header = ["metric", "value", "baseline", "ratio", "goal"];
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
-  const line = (cells: readonly string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i] as number)).join(" | ")} |`;
-  console.log(line(header));
-  console.log(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
-  for (const r of rows) console.log(line(r));
-}
 
-async function deletePrefix(redis: Redis, prefix: string): Promise<void> {
-  let cursor = "0";
-  do {
-    const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
-    cursor = next;
-    if (keys.length > 0) await redis.del(...keys);
-  } while (cursor !== "0");
-}
 
-/** The directory holding pnpm-workspace.yaml, so results land in <repo>/bench-results whatever the cwd. */
-function findRepoRoot(): string {
-  for (let dir = process.cwd(); ; dir = dirname(dir)) {
-    if (existsSync(resolve(dir, "pnpm-workspace.yaml"))) return dir;
-    if (dirname(dir) === dir) return process.cwd();
-  }
-}
 
 main().catch((error: unknown) => {
   console.error(error);

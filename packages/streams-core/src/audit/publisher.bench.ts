@@ -9,12 +9,13 @@
  * BENCH_ROUNDS (default 2: best of n, alternating the publisher and its baseline).
  */
 import { randomBytes, randomUUID } from "node:crypto";
-import { mkdirSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { join } from "node:path";
 
+import type { BenchMetric } from "@caracal/testkit/bench-report";
+import { reportBench } from "@caracal/testkit/bench-report";
 import { Redis } from "ioredis";
 
 import { StreamPublisher } from "../publisher.js";
@@ -25,13 +26,7 @@ import type { SignaturePolicy } from "../signing.js";
 import { encodeAuditFrame } from "./frame.js";
 import { AuditPublisher } from "./publisher.js";
 
-interface Metric {
-  name: string;
-  value: number;
-  unit: string;
-  baseline: number | null;
-  ratio: number | null;
-}
+type Metric = BenchMetric;
 
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 100_000);
@@ -137,11 +132,7 @@ async function main(): Promise<void> {
       { name: "audit_publisher_replay_events_per_s", value: Math.round(spillCount / replay), unit: "events/s", baseline: null, ratio: null },
     ];
     console.log(`audit publisher, ${EVENTS} events, best of ${ROUNDS} (baseline: ${baselineCount} events, one XADD each)`);
-    console.table(metrics);
-    const out = resolve(process.cwd(), "bench-results", "audit-publisher.json");
-    mkdirSync(dirname(out), { recursive: true });
-    writeFileSync(out, `${JSON.stringify({ metrics }, null, 2)}\n`);
-    console.log(`wrote ${out}`);
+    reportBench("audit-publisher", metrics, { events: EVENTS, rounds: ROUNDS });
   } finally {
     let cursor = "0";
     do {

@@ -7,11 +7,11 @@
  * BENCH_ROUNDS (default 2: best of n, alternating the measured code and its baseline).
  */
 import { randomBytes, randomUUID } from "node:crypto";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
-import { dirname, resolve } from "node:path";
 
 import { Redis } from "ioredis";
 import { Redis as Redis6 } from "ioredis6";
+import type { BenchMetric } from "@caracal/testkit/bench-report";
+import { deletePrefix, rate, ratioMetric, reportBench } from "@caracal/testkit/bench-report";
 
 import type { Fields } from "../codec.js";
 import { fieldsToArgs } from "../codec.js";
@@ -21,14 +21,7 @@ import { Topics, streamKey } from "../registry.js";
 import { StreamSigner } from "../signing.js";
 import type { SignaturePolicy } from "../signing.js";
 
-interface Metric {
-  name: string;
-  value: number;
-  unit: string;
-  baseline: number | null;
-  ratio: number | null;
-  goal?: string;
-}
+type Metric = BenchMetric;
 
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 100_000);
@@ -54,10 +47,6 @@ async function timed(run: () => Promise<void>): Promise<number> {
   const t0 = performance.now();
   await run();
   return (performance.now() - t0) / 1000;
-}
-
-function rate(count: number, seconds: number): number {
-  return Math.round(count / seconds);
 }
 
 async function main(): Promise<void> {
@@ -193,11 +182,7 @@ async function main(): Promise<void> {
     await redis.quit();
   }
 
-  printTable(metrics);
-  const out = resolve(process.env.BENCH_RESULTS_DIR ?? findRepoRoot(), "bench-results", "core.json");
-  mkdirSync(dirname(out), { recursive: true });
-  writeFileSync(out, `${JSON.stringify({ events: EVENTS, rounds: ROUNDS, metrics }, null, 2)}\n`);
-  process.stderr.write(`wrote ${out}\n`);
+  reportBench("core", metrics, { events: EVENTS, rounds: ROUNDS });
 }
 
 async function consumeWithEngine(
@@ -242,38 +227,9 @@ async function consumeWithEngine(
   return seconds;
 }
 
-function ratioMetric(name: string, value: number, baseline: number, unit: string, goal?: string): Metric {
-  const m: Metric = { name, value, unit, baseline, ratio: Math.round((value / baseline) * 1000) / 1000 };
-  if (goal !== undefined) m.goal = goal;
-  return m;
-}
 
-function printTable(metrics: readonly Metric[]): void {
-  const rows = metrics.map((m) => [m.name, `${m.value.toLocaleString("en-US")} ${m.unit}`, m.baseline === null ? "" : m.baseline.toLocaleString("en-US"), m.ratio === null ? "" : m.ratio.toFixed(3), m.goal ?? ""]);
-  const header = ["metric", "value", "baseline", "ratio", "goal"];
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
-  const line = (cells: readonly string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i] as number)).join(" | ")} |`;
-  console.log(line(header));
-  console.log(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
-  for (const r of rows) console.log(line(r));
-}
 
-async function deletePrefix(redis: Redis, prefix: string): Promise<void> {
-  let cursor = "0";
-  do {
-    const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
-    cursor = next;
-    if (keys.length > 0) await redis.del(...keys);
-  } while (cursor !== "0");
-}
 
-/** The directory holding pnpm-workspace.yaml, so results land in <repo>/bench-results whatever the cwd. */
-function findRepoRoot(): string {
-  for (let dir = process.cwd(); ; dir = dirname(dir)) {
-    if (existsSync(resolve(dir, "pnpm-workspace.yaml"))) return dir;
-    if (dirname(dir) === dir) return process.cwd();
-  }
-}
 
 main().catch((error: unknown) => {
   console.error(error);
