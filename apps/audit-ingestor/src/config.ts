@@ -5,7 +5,7 @@
  */
 import type { CaracalMode, SignaturePolicy } from "@caracal/streams-core";
 import { ConfigError, parseHmacKey } from "@caracal/streams-core";
-import { ConfigProblems, caracalModeOf, databaseUrlVar, intVar, loadEnv, modeVar, redisUrlVar, streamSigningFromEnv } from "@caracal/service-kit";
+import { ConfigProblems, caracalModeOf, caracalServiceEnv, databaseUrlVar, intVar, loadEnv, streamSigningFromEnv } from "@caracal/service-kit";
 import { z } from "zod";
 
 import type { ExportS3Config } from "./export/config-schema.js";
@@ -33,19 +33,11 @@ const hexKeyVar = () =>
  * AUDIT_MAX_DELIVERIES 5: deliveries after which a failing write goes to audit_events_dlq).
  */
 export const envSchema = z.object({
+  ...caracalServiceEnv({ port: 9090 }),
   ...exportConfigSchema.shape,
   ...retentionConfigSchema.shape,
-  /** HTTP port of /healthz, /readyz, /metrics. Default 9090. */
-  PORT: intVar(9090, { min: 0, max: 65535 }),
-  DATABASE_URL: databaseUrlVar(),
-  REDIS_URL: redisUrlVar(),
-  /** dev, rc or stable (default). rc/stable require AUDIT_HMAC_KEY and STREAMS_HMAC_KEY. */
-  CARACAL_MODE: modeVar(),
   /** Hex key of the frame `sig` and of `hmac_chain` (>= 32 bytes). Unset: dev only, with a warning. */
   AUDIT_HMAC_KEY: hexKeyVar(),
-  /** Hex key of `_sig` (WIRE §3), and previous keys still accepted (comma-separated). */
-  STREAMS_HMAC_KEY: hexKeyVar(),
-  STREAMS_HMAC_KEYS_PREVIOUS: z.string().optional(),
   /** Consumer name, unique per replica. Default audit-worker-0. */
   HOSTNAME: z.string().min(1).default("audit-worker-0"),
   /** Pending entries idle this long are reclaimed (XAUTOCLAIM), checked this often. Default 30 s. */
@@ -66,10 +58,6 @@ export const envSchema = z.object({
   AUDIT_CONCURRENCY: intVar(16, { min: 1, max: 64 }),
   /** The audit publisher's spill directory, replayed at start. Unset: no replay. */
   AUDIT_REPLAY_DIR: z.string().optional(),
-  /** Prefix of every Redis key (tests, tenants sharing one Redis). Default "". */
-  CARACAL_KEY_PREFIX: z.string().default(""),
-  /** Grace time to finish in-flight batches on SIGTERM. Default 10,000 ms. */
-  CARACAL_SHUTDOWN_GRACE_MS: intVar(10_000, { min: 0 }),
 });
 
 export interface AuditConfig {

@@ -4,23 +4,13 @@
  * values are never echoed (a bad value may be a key).
  */
 import type { CaracalMode, SignaturePolicy } from "@caracal/streams-core";
-import { ConfigProblems, caracalModeOf, databaseUrlVar, intVar, loadEnv, modeVar, redisUrlVar, streamSigningFromEnv } from "@caracal/service-kit";
+import { ConfigProblems, caracalModeOf, caracalServiceEnv, intVar, loadEnv, streamSigningFromEnv } from "@caracal/service-kit";
 import { z } from "zod";
 
 const DAY_MS = 86_400_000;
 
 export const envSchema = z.object({
-  /** HTTP port of /healthz, /readyz, /metrics. Default 9091. */
-  PORT: intVar(9091, { min: 0, max: 65535 }),
-  DATABASE_URL: databaseUrlVar(),
-  /** redis://host:port[/db] (the db number is honoured), rediss://, or redis-cluster://h:p,h:p. */
-  REDIS_URL: redisUrlVar(),
-  /** dev, rc or stable (default). rc/stable require STREAMS_HMAC_KEY. */
-  CARACAL_MODE: modeVar(),
-  /** Hex key of `_sig` (WIRE §3, >= 32 bytes). Unset: dev only, entries go unsigned with a warning. */
-  STREAMS_HMAC_KEY: z.string().optional(),
-  /** Previous keys (comma-separated); only checked for shape here, the dispatcher signs with the current key. */
-  STREAMS_HMAC_KEYS_PREVIOUS: z.string().optional(),
+  ...caracalServiceEnv({ port: 9091 }),
   /** Fallback poll interval when no NOTIFY arrives. Default 250 ms (seed). */
   CARACAL_OUTBOX_POLL_MS: intVar(250, { min: 1, max: 3_600_000 }),
   /** Rows claimed, published and marked per batch. Default 32 (seed). */
@@ -41,10 +31,6 @@ export const envSchema = z.object({
   CARACAL_OUTBOX_CLEANUP_INTERVAL_MS: intVar(60_000, { min: 100 }),
   /** Rows deleted per retention statement (small, so the sweep never holds long locks). Default 500. */
   CARACAL_OUTBOX_CLEANUP_BATCH: intVar(500, { min: 1, max: 100_000 }),
-  /** Prefix of every Redis key (tests, tenants sharing one Redis); not signed. Default "". */
-  CARACAL_KEY_PREFIX: z.string().default(""),
-  /** Grace time to finish the in-flight batch on SIGTERM. Default 10,000 ms. */
-  CARACAL_SHUTDOWN_GRACE_MS: intVar(10_000, { min: 0 }),
   /** Replica name, part of `locked_by`. Default outbox-dispatcher. */
   HOSTNAME: z.string().min(1).default("outbox-dispatcher"),
 });

@@ -4,7 +4,7 @@
  */
 import type { CaracalMode, SignaturePolicy } from "@caracal/streams-core";
 import { parseHmacKey } from "@caracal/streams-core";
-import { ConfigProblems, caracalModeOf, databaseUrlVar, intVar, loadEnv, modeVar, redisUrlVar, streamSigningFromEnv } from "@caracal/service-kit";
+import { ConfigProblems, caracalModeOf, caracalServiceEnv, intVar, loadEnv, streamSigningFromEnv } from "@caracal/service-kit";
 import { z } from "zod";
 
 /** A non-negative rate in events per second (fractions allowed: 0.5 is one every two seconds). */
@@ -16,17 +16,9 @@ const rateVar = (defaultValue: number) =>
     .default(defaultValue);
 
 export const envSchema = z.object({
-  /** HTTP port of /healthz, /readyz, /metrics. Default 9092. */
-  PORT: intVar(9092, { min: 0, max: 65535 }),
-  DATABASE_URL: databaseUrlVar(),
-  REDIS_URL: redisUrlVar(),
-  /** dev, rc or stable (default). rc/stable require AUDIT_HMAC_KEY and STREAMS_HMAC_KEY. */
-  CARACAL_MODE: modeVar(),
+  ...caracalServiceEnv({ port: 9092 }),
   /** Hex key of the audit frame `sig` (>= 32 bytes). Unset: dev only. */
   AUDIT_HMAC_KEY: z.string().optional(),
-  /** Hex key of `_sig` on the audit stream (the outbox dispatcher signs outbox rows). Unset: dev only. */
-  STREAMS_HMAC_KEY: z.string().optional(),
-  STREAMS_HMAC_KEYS_PREVIOUS: z.string().optional(),
   /** Where audit batches Redis refuses are spilled and replayed from. Unset: held in memory. */
   AUDIT_REPLAY_DIR: z.string().optional(),
   /** Audit events per second. Default 50. */
@@ -37,10 +29,6 @@ export const envSchema = z.object({
   TRAFFIC_ZONES: intVar(3, { min: 1, max: 10_000 }),
   /** Stop after this long; 0 runs until SIGTERM. Default 0. */
   TRAFFIC_DURATION_MS: intVar(0, { min: 0 }),
-  /** Prefix of every Redis key (tests, tenants sharing one Redis). Default "". */
-  CARACAL_KEY_PREFIX: z.string().default(""),
-  /** Time to flush buffered audit events on SIGTERM before the process is forced out. Default 10,000 ms. */
-  CARACAL_SHUTDOWN_GRACE_MS: intVar(10_000, { min: 0 }),
 });
 
 export interface TrafficConfig {

@@ -88,3 +88,24 @@ export function caracalModeOf(env: Env): CaracalMode {
 export function streamSigningFromEnv(env: Env, mode: CaracalMode): SignaturePolicy {
   return signaturePolicy({ mode, keyHex: env.STREAMS_HMAC_KEY, previousKeysHex: env.STREAMS_HMAC_KEYS_PREVIOUS });
 }
+
+/**
+ * The variables every Caracal service reads, to spread into its own schema:
+ * `PORT` (ops HTTP: /healthz, /readyz, /metrics), `DATABASE_URL`, `REDIS_URL` (redis://host:port[/db],
+ * rediss://, redis-cluster://h:p,h:p), `CARACAL_MODE` (dev, rc, stable; default stable),
+ * `STREAMS_HMAC_KEY` / `STREAMS_HMAC_KEYS_PREVIOUS` (the `_sig` keys; checked by `streamSigningFromEnv`),
+ * `CARACAL_KEY_PREFIX` (prefix of every Redis key, for tests and tenants; not signed; default ""),
+ * `CARACAL_SHUTDOWN_GRACE_MS` (graceful stop bound after SIGTERM; default 10,000).
+ */
+export function caracalServiceEnv(defaults: { port: number }) {
+  return {
+    PORT: intVar(defaults.port, { min: 0, max: 65535 }),
+    DATABASE_URL: databaseUrlVar(),
+    REDIS_URL: redisUrlVar(),
+    CARACAL_MODE: modeVar(),
+    STREAMS_HMAC_KEY: z.string().optional(),
+    STREAMS_HMAC_KEYS_PREVIOUS: z.string().optional(),
+    CARACAL_KEY_PREFIX: z.string().default(""),
+    CARACAL_SHUTDOWN_GRACE_MS: intVar(10_000, { min: 0 }),
+  };
+}
