@@ -1,11 +1,12 @@
 /**
- * The ledger writer (WIRE §7): one transaction per batch, a per-zone advisory lock inside it, a
- * multi-row INSERT built from arrays (`unnest`), idempotent on `id`.
+ * The ledger writer (WIRE §7): one transaction per batch (batches waiting are merged: group commit), a
+ * per-zone advisory lock inside it, the new rows written with one COPY FROM STDIN, idempotent on `id`.
  *
  * Invariants:
  * - `chain_seq` is 1, 2, 3, ... per zone with no gap: duplicates are found (under the zone lock) before any
- *   seq is assigned, and if the INSERT still skips a row (a concurrent insert of the same id into another
- *   zone, which holds a different lock) the whole transaction is rolled back and retried.
+ *   seq is assigned, and if the COPY still meets a stored id (a concurrent insert of the same id into
+ *   another zone, which holds a different lock) the unique violation rolls the transaction back and it is
+ *   retried.
  * - Zone locks are taken in ascending order of their lock key (not of the zone name: two zones may share a
  *   key), in one statement, so two replicas never deadlock.
  * - A redelivered event (same id, same content_sha256) is a no-op; the same id with other content is
@@ -59,11 +60,6 @@ export interface LedgerWriterOptions {
   auditKey: Buffer | undefined;
   /** Attempts when a concurrent insert of the same id is detected. Default 5. */
   maxConflictRetries?: number;
-  /**
-   * `copy` (default): COPY FROM STDIN of the new rows; `insert`: one INSERT ... SELECT FROM unnest(arrays).
-   * COPY needs a connection that is not in pg's pipeline mode.
-   */
-  insertMethod?: "copy" | "insert";
   /** Upper bound of rows merged into one transaction by group commit. Default 2000. */
   maxGroupRows?: number;
 }
@@ -76,32 +72,11 @@ export function zoneLockKey(zoneId: string): number {
   return createHash("sha256").update(zoneId, "utf8").digest().readInt32BE(0);
 }
 
-const INSERT_SQL = `
-INSERT INTO audit_events (
-  id, zone_id, event_type, actor_id, resource_id, decision, evaluation_status, request_id,
-  policy_set_id, policy_set_version_id, manifest_sha, payload_json, determining_policies_json,
-  diagnostics_json, metadata_json, hmac_chain, tamper_detected, occurred_at, chain_seq, content_sha256,
-  sig, producer_id, producer_seq, producer_prev, stream_entry_id
-)
-SELECT u.id, u.zone_id, u.event_type, u.actor_id, u.resource_id, u.decision, u.evaluation_status, u.request_id,
-  u.policy_set_id, u.policy_set_version_id, u.manifest_sha, j.p, j.p->'determining_policies_json',
-  j.p->'diagnostics_json', j.p->'metadata_json', u.hmac_chain, u.tamper, u.occurred_at::timestamptz,
-  u.chain_seq, u.content_sha256, u.sig, u.producer_id, u.producer_seq, u.producer_prev, u.stream_entry_id
-FROM unnest(
-  $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-  $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::bool[], $15::text[], $16::bigint[],
-  $17::text[], $18::text[], $19::text[], $20::bigint[], $21::text[], $22::text[]
-) AS u(id, zone_id, event_type, actor_id, resource_id, decision, evaluation_status, request_id,
-  policy_set_id, policy_set_version_id, manifest_sha, payload, hmac_chain, tamper, occurred_at, chain_seq,
-  content_sha256, sig, producer_id, producer_seq, producer_prev, stream_entry_id)
-CROSS JOIN LATERAL (SELECT u.payload::jsonb AS p) AS j
-`;
-
 const ALERT_SQL = `
 INSERT INTO audit_tamper_alerts (zone_id, event_id, kind, detail)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[])`;
 
-/** Raised (and retried) when the INSERT met a row that the duplicate check did not see. */
+/** Raised (and retried) when the COPY met a row that the duplicate check did not see. */
 class ConcurrentInsertError extends Error {}
 
 interface Prepared {
@@ -137,10 +112,8 @@ export class LedgerWriter {
   private readonly maxGroupRows: number;
   private readonly queue: Array<{ prepared: Prepared[]; resolve: (r: KeyedResult) => void; reject: (e: unknown) => void }> = [];
   private draining = false;
-  private readonly useCopy: boolean;
 
   constructor(options: LedgerWriterOptions) {
-    this.useCopy = (options.insertMethod ?? "copy") === "copy";
     this.pool = options.pool;
     this.auditKey = options.auditKey;
     this.maxConflictRetries = options.maxConflictRetries ?? 5;
@@ -230,7 +203,7 @@ export class LedgerWriter {
 
   /**
    * One transaction: BEGIN and the zone locks; the reads that must see every commit of the previous lock
-   * holder (READ COMMITTED: each statement takes its snapshot after the locks); COPY (or INSERT) of the new
+   * holder (READ COMMITTED: each statement takes its snapshot after the locks); COPY of the new
    * rows, tamper marks, alerts, COMMIT. There is no ON CONFLICT: duplicates were found under the locks, and
    * a unique violation (a concurrent insert of the same id into another zone) rolls the transaction back
    * and retries it.
@@ -288,8 +261,7 @@ export class LedgerWriter {
       this.assignChain(headRows.rows, fresh);
       try {
         if (fresh.length > 0) {
-          if (this.useCopy) await copyRows(client, fresh);
-          else await client.query(INSERT_SQL, insertColumns(fresh));
+          await copyRows(client, fresh);
         }
         if (markStored.length > 0) await client.query("UPDATE audit_events SET tamper_detected = true WHERE id = ANY($1::text[])", [markStored]);
         if (alerts.length > 0) {
@@ -495,41 +467,6 @@ async function copyRows(client: pg.PoolClient, rows: readonly NewRow[]): Promise
     stream.on("finish", () => resolve());
     stream.end(Buffer.from(text, "utf8"));
   });
-}
-
-function insertColumns(rows: readonly NewRow[]): unknown[][] {
-  const n = rows.length;
-  const cols: unknown[][] = Array.from({ length: 22 }, () => new Array<unknown>(n));
-  rows.forEach((r, i) => {
-    const e = r.input.event;
-    const c = e.chain;
-    const values: unknown[] = [
-      e.id,
-      e.zone_id,
-      e.event_type,
-      actorIdOf(e),
-      resourceIdOf(e),
-      e.decision,
-      e.evaluation_status,
-      e.request_id,
-      e.policy_set_id ?? null,
-      e.policy_set_version_id ?? null,
-      e.manifest_sha ?? null,
-      r.input.data,
-      r.hmacChain,
-      r.tamper,
-      e.occurred_at,
-      r.chainSeq,
-      r.contentSha,
-      r.input.sig ?? null,
-      c?.producer ?? null,
-      c?.seq ?? null,
-      c?.prev ?? null,
-      r.input.streamEntryId ?? null,
-    ];
-    values.forEach((v, j) => ((cols[j] as unknown[])[i] = v));
-  });
-  return cols;
 }
 
 function replayError(id: string): RejectedMessageError {
