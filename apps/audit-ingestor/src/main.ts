@@ -3,8 +3,8 @@
  * Seed start-up sequence: parse configuration (warn without AUDIT_HMAC_KEY in dev, refuse in rc/stable),
  * connect, start the consumer, writer, sweeper, exporter, retention, replay; then listen on PORT.
  */
-import { ConfigError, Topics, describeSignaturePolicy } from "@caracal/streams-core";
-import { createLogger, runUntilSignal, startOpsServer } from "@caracal/service-kit";
+import { Topics } from "@caracal/streams-core";
+import { createLogger, loadConfigOrExit, runUntilSignal, startOpsServer } from "@caracal/service-kit";
 
 import { startAuditIngestor } from "./app.js";
 import { describeConfig, loadConfig } from "./config.js";
@@ -12,24 +12,11 @@ import { describeConfig, loadConfig } from "./config.js";
 // The service is named after its consumer group; the registry is the one place that spells it.
 const logger = createLogger(Topics.auditEvents.groups.auditIngestor);
 
-let config;
-try {
-  config = loadConfig(process.env);
-} catch (error) {
-  if (error instanceof ConfigError) {
-    logger.fatal({ problems: error.problems }, "invalid configuration");
-    process.exit(1);
-  }
-  throw error;
-}
-const cfg = config;
-
+const cfg = loadConfigOrExit(logger, () => loadConfig(process.env));
 logger.info({ config: describeConfig(cfg) }, "audit ingestor starting");
 if (cfg.auditKey === undefined) {
   logger.warn("AUDIT_HMAC_KEY is not set (CARACAL_MODE=dev): frame sig is NOT verified and hmac_chain is an unkeyed SHA-256 chain");
 }
-const policy = describeSignaturePolicy(cfg.signing);
-logger[policy.level](policy.message);
 
 await runUntilSignal(
   logger,

@@ -6,8 +6,8 @@ import { randomBytes } from "node:crypto";
 
 import { createPool } from "@caracal/db";
 import { OUTBOX_CHANNEL } from "@caracal/outbox";
-import { createLogger, runUntilSignal, startOpsServer } from "@caracal/service-kit";
-import { ConfigError, StreamPublisher, closeClient, connectRedis, describeSignaturePolicy, errorMessage } from "@caracal/streams-core";
+import { createLogger, loadConfigOrExit, runUntilSignal, startOpsServer } from "@caracal/service-kit";
+import { StreamPublisher, closeClient, connectRedis, errorMessage } from "@caracal/streams-core";
 
 import { describeConfig, loadConfig } from "./config.js";
 import { OutboxDispatcher } from "./dispatcher.js";
@@ -17,18 +17,8 @@ import { RetentionSweeper } from "./retention.js";
 
 const logger = createLogger("outbox-dispatcher");
 
-let config;
-try {
-  config = loadConfig(process.env);
-} catch (error) {
-  if (!(error instanceof ConfigError)) throw error;
-  logger.fatal({ problems: error.problems }, "invalid configuration");
-  process.exit(1);
-}
-
+const config = loadConfigOrExit(logger, () => loadConfig(process.env));
 logger.info({ config: describeConfig(config) }, "starting outbox dispatcher");
-const policy = describeSignaturePolicy(config.signing);
-logger[policy.level](policy.message);
 
 const pool = createPool(config.databaseUrl, { application_name: "outbox-dispatcher" });
 pool.on("error", (error) => logger.warn({ err: errorMessage(error) }, "idle PostgreSQL connection failed"));

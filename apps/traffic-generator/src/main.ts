@@ -3,38 +3,23 @@
  * Loads the config once, builds Redis, PostgreSQL and the audit publisher, produces traffic until
  * SIGTERM/SIGINT (or TRAFFIC_DURATION_MS), then flushes or spills every buffered audit event.
  */
-import { createLogger, runUntilSignal, startOpsServer } from "@caracal/service-kit";
+import { createLogger, loadConfigOrExit, runUntilSignal, startOpsServer } from "@caracal/service-kit";
 import {
   AuditPublisher,
-  ConfigError,
   closeClient,
   connectRedis,
   createPrometheusAuditPublisherMetrics,
-  describeSignaturePolicy,
 } from "@caracal/streams-core";
 import pg from "pg";
 import { Counter, Registry, collectDefaultMetrics } from "prom-client";
 
-import type { TrafficConfig } from "./config.js";
 import { describeConfig, loadConfig } from "./config.js";
 import { runTraffic } from "./traffic.js";
 
 const logger = createLogger("traffic-generator");
 
-let config: TrafficConfig;
-try {
-  config = loadConfig(process.env);
-} catch (error) {
-  if (error instanceof ConfigError) {
-    logger.fatal({ problems: error.problems }, "invalid configuration");
-    process.exit(1);
-  }
-  throw error;
-}
-
+const config = loadConfigOrExit(logger, () => loadConfig(process.env));
 logger.info(describeConfig(config), "starting");
-const policy = describeSignaturePolicy(config.signing);
-logger[policy.level](policy.message);
 if (config.auditKey === undefined) logger.warn("AUDIT_HMAC_KEY is not set: CARACAL_MODE=dev, audit frames carry no sig");
 
 const registry = new Registry();

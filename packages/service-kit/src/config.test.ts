@@ -29,6 +29,7 @@ describe("loadEnv", () => {
       expect(e).toBeInstanceOf(ConfigError);
       const problems = (e as ConfigError).problems.join("\n");
       for (const name of ["REDIS_URL", "DATABASE_URL", "CARACAL_MODE", "BATCH", "FLAG"]) expect(problems).toContain(name);
+      expect(problems).toContain("DATABASE_URL: required");
       expect(problems).not.toContain("secret-host");
     }
   });

@@ -12,7 +12,13 @@ export function loadEnv<S extends z.ZodObject>(schema: S, env: NodeJS.ProcessEnv
   for (const [k, v] of Object.entries(env)) if (v !== undefined && v !== "") cleaned[k] = v;
   const result = schema.safeParse(cleaned);
   if (!result.success) {
-    throw new ConfigError(result.error.issues.map((i) => `${i.path.join(".") || "(env)"}: ${i.message}`));
+    throw new ConfigError(
+      result.error.issues.map((i) => {
+        const name = i.path.join(".") || "(env)";
+        // zod's wording for an absent variable; say it plainly
+        return i.code === "invalid_type" && /received undefined/.test(i.message) ? `${name}: required` : `${name}: ${i.message}`;
+      }),
+    );
   }
   return result.data;
 }
