@@ -80,6 +80,10 @@ export async function createTestDatabase(
   }
   const url = withDatabase(adminUrl, name);
   const pool = new pg.Pool({ connectionString: url, max: 10 });
+  // `drop()` ends the pool and then DROP ... WITH (FORCE) terminates any connection still closing: the
+  // resulting FATAL 57P01 on an idle or closing client is expected and must not crash the test worker.
+  pool.on("error", () => undefined);
+  pool.on("connect", (client) => client.on("error", () => undefined));
   return {
     url,
     name,

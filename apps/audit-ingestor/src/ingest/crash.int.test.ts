@@ -13,7 +13,6 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 
 import { makeEvent, makeFrame, TEST_AUDIT_KEY } from "../test-support/events.js";
 import { AUDIT_STREAM, pendingCount, testEnv, testPublisher, waitFor } from "../test-support/harness.js";
-import { quietPool } from "../test-support/harness.js";
 import { verifyZone } from "../verify/ledger-verify.js";
 
 const SCRIPT = fileURLToPath(new URL("../test-support/ingestor-process.ts", import.meta.url));
@@ -33,7 +32,6 @@ describe.skipIf(!hasPostgres() || !hasRedis())("ingestor processes killed with S
 
   beforeEach(async () => {
     db = await createMigratedDatabase();
-    quietPool(db.pool);
     redis = await createTestRedis("audit-crash");
   });
   afterEach(async () => {

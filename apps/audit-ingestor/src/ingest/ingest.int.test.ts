@@ -7,7 +7,6 @@ import type { AuditIngestor } from "../app.js";
 import { startAuditIngestor } from "../app.js";
 import { makeEvent, makeFrame, TEST_AUDIT_KEY } from "../test-support/events.js";
 import { deadLetters, pendingCount, silentLogger, testConfig, testPublisher, waitFor, xaddRaw, AUDIT_STREAM } from "../test-support/harness.js";
-import { quietPool } from "../test-support/harness.js";
 import { startTcpProxy } from "../test-support/tcp-proxy.js";
 import { verifyZone } from "../verify/ledger-verify.js";
 
@@ -19,7 +18,6 @@ describe.skipIf(!hasPostgres() || !hasRedis())("audit ingest (real Redis and Pos
 
   beforeEach(async () => {
     db = await createMigratedDatabase();
-    quietPool(db.pool);
     redis = await createTestRedis("audit");
   });
   afterEach(async () => {

@@ -2,7 +2,6 @@ import { createMigratedDatabase, hasPostgres } from "@caracal/testkit";
 import type { TestDatabase } from "@caracal/testkit";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 
-import { quietPool } from "../test-support/harness.js";
 
 import { ledgerInput, makeChain, makeEvent, TEST_AUDIT_KEY } from "../test-support/events.js";
 import { chainLink, contentSha256 } from "./content.js";
@@ -13,7 +12,6 @@ describe.skipIf(!hasPostgres())("LedgerWriter", () => {
   let writer: LedgerWriter;
   beforeEach(async () => {
     db = await createMigratedDatabase();
-    quietPool(db.pool);
     writer = new LedgerWriter({ pool: db.pool, auditKey: TEST_AUDIT_KEY });
   });
   afterEach(async () => {

@@ -9,7 +9,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 
 import { startAuditIngestor } from "../app.js";
 import { makeChain, makeEvent, makeFrame } from "../test-support/events.js";
-import { deadLetters, quietPool, silentLogger, testConfig } from "../test-support/harness.js";
+import { deadLetters, silentLogger, testConfig } from "../test-support/harness.js";
 
 describe.skipIf(!hasPostgres() || !hasRedis())("replay of AUDIT_REPLAY_DIR at start", () => {
   let db: TestDatabase;
@@ -17,7 +17,6 @@ describe.skipIf(!hasPostgres() || !hasRedis())("replay of AUDIT_REPLAY_DIR at st
   let dir: string;
   beforeEach(async () => {
     db = await createMigratedDatabase();
-    quietPool(db.pool);
     redis = await createTestRedis("audit-replay");
     dir = await mkdtemp(join(tmpdir(), "audit-replay-"));
   });

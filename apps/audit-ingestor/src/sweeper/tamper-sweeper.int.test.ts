@@ -2,7 +2,6 @@ import { createMigratedDatabase, hasPostgres } from "@caracal/testkit";
 import type { TestDatabase } from "@caracal/testkit";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 
-import { quietPool } from "../test-support/harness.js";
 
 import { LedgerWriter } from "../ledger/writer.js";
 import { chainLink } from "../ledger/content.js";
@@ -18,7 +17,6 @@ describe.skipIf(!hasPostgres())("tamper sweeper and verify", () => {
   let writer: LedgerWriter;
   beforeEach(async () => {
     db = await createMigratedDatabase();
-    quietPool(db.pool);
     writer = new LedgerWriter({ pool: db.pool, auditKey: TEST_AUDIT_KEY });
   });
   afterEach(async () => {

@@ -2,7 +2,6 @@
 import type { Fields } from "@caracal/streams-core";
 import { StreamPublisher, Topics, signaturePolicy, streamKey } from "@caracal/streams-core";
 import type { Redis } from "ioredis";
-import type pg from "pg";
 import { pino } from "pino";
 
 import type { AuditConfig } from "../config.js";
@@ -75,11 +74,3 @@ export async function pendingCount(redis: Redis, keyPrefix: string): Promise<num
   return Number(s[0]);
 }
 
-/**
- * The test database is dropped WITH (FORCE) after each test; connections the pool is still closing then
- * get FATAL 57P01 as an "error" event, which must not surface as an unhandled error.
- */
-export function quietPool(pool: pg.Pool): void {
-  pool.on("error", () => undefined);
-  pool.on("connect", (client) => client.on("error", () => undefined));
-}
