@@ -3,9 +3,9 @@
  * defaults, plus the settings this project adds. Every bad variable is named in one ConfigError; values
  * are never echoed (a bad value may be a key).
  */
-import type { CaracalMode, SignaturePolicy } from "@caracal/streams-core";
 import { ConfigError, parseHmacKey } from "@caracal/streams-core";
-import { ConfigProblems, caracalModeOf, caracalServiceEnv, databaseUrlVar, intVar, loadEnv, streamSigningFromEnv } from "@caracal/service-kit";
+import type { CaracalServiceSettings } from "@caracal/service-kit";
+import { ConfigProblems, caracalModeOf, caracalServiceEnv, caracalServiceSettings, databaseUrlVar, intVar, loadEnv, streamSigningFromEnv } from "@caracal/service-kit";
 import { z } from "zod";
 
 import type { ExportS3Config } from "./export/config-schema.js";
@@ -60,15 +60,9 @@ export const envSchema = z.object({
   AUDIT_REPLAY_DIR: z.string().optional(),
 });
 
-export interface AuditConfig {
-  port: number;
-  databaseUrl: string;
-  redisUrl: string;
-  mode: CaracalMode;
+export interface AuditConfig extends CaracalServiceSettings {
   auditKey: Buffer | undefined;
-  signing: SignaturePolicy;
   consumerName: string;
-  keyPrefix: string;
   batchSize: number;
   concurrency: number;
   maxDeliveries: number;
@@ -79,7 +73,6 @@ export interface AuditConfig {
   export: { s3: ExportS3Config; intervalMs: number; settleMs: number; pageRows: number } | undefined;
   leaderLeaseTtlMs: number;
   retention: { days: number; intervalMs: number };
-  shutdownGraceMs: number;
 }
 
 /** Parses and validates the environment; throws one ConfigError naming every bad variable. */
@@ -96,14 +89,9 @@ export function loadConfig(env: NodeJS.ProcessEnv | Record<string, string | unde
   if (!problems.empty || parsed === undefined || signing === undefined) throw problems.error();
   const e = parsed;
   return {
-    port: e.PORT,
-    databaseUrl: e.DATABASE_URL,
-    redisUrl: e.REDIS_URL,
-    mode,
+    ...caracalServiceSettings(e, mode, signing),
     auditKey: e.AUDIT_HMAC_KEY === undefined ? undefined : parseHmacKey(e.AUDIT_HMAC_KEY, "AUDIT_HMAC_KEY"),
-    signing,
     consumerName: e.HOSTNAME,
-    keyPrefix: e.CARACAL_KEY_PREFIX,
     batchSize: e.AUDIT_BATCH_SIZE,
     concurrency: e.AUDIT_CONCURRENCY,
     maxDeliveries: e.AUDIT_MAX_DELIVERIES,
@@ -113,7 +101,6 @@ export function loadConfig(env: NodeJS.ProcessEnv | Record<string, string | unde
     export: exportOf(e),
     leaderLeaseTtlMs: e.AUDIT_LEADER_LEASE_TTL_MS,
     retention: { days: e.AUDIT_RETENTION_DAYS, intervalMs: e.AUDIT_RETENTION_INTERVAL_MS },
-    shutdownGraceMs: e.CARACAL_SHUTDOWN_GRACE_MS,
   };
 }
 

@@ -3,8 +3,8 @@
  * with its defaults, plus the settings this project adds. Every bad variable is named in one ConfigError;
  * values are never echoed (a bad value may be a key).
  */
-import type { CaracalMode, SignaturePolicy } from "@caracal/streams-core";
-import { ConfigProblems, caracalModeOf, caracalServiceEnv, intVar, loadEnv, streamSigningFromEnv } from "@caracal/service-kit";
+import type { CaracalServiceSettings } from "@caracal/service-kit";
+import { ConfigProblems, caracalModeOf, caracalServiceEnv, caracalServiceSettings, intVar, loadEnv, streamSigningFromEnv } from "@caracal/service-kit";
 import { z } from "zod";
 
 const DAY_MS = 86_400_000;
@@ -35,12 +35,7 @@ export const envSchema = z.object({
   HOSTNAME: z.string().min(1).default("outbox-dispatcher"),
 });
 
-export interface DispatcherConfig {
-  port: number;
-  databaseUrl: string;
-  redisUrl: string;
-  mode: CaracalMode;
-  signing: SignaturePolicy;
+export interface DispatcherConfig extends CaracalServiceSettings {
   pollMs: number;
   batchSize: number;
   maxAttempts: number;
@@ -49,8 +44,6 @@ export interface DispatcherConfig {
   publishTimeoutMs: number;
   backoffBaseMs: number;
   retention: { retentionMs: number; intervalMs: number; batchSize: number };
-  keyPrefix: string;
-  shutdownGraceMs: number;
   hostname: string;
 }
 
@@ -66,11 +59,7 @@ export function loadConfig(env: NodeJS.ProcessEnv | Record<string, string | unde
   if (!problems.empty || parsed === undefined || signing === undefined) throw problems.error();
   const e = parsed;
   return {
-    port: e.PORT,
-    databaseUrl: e.DATABASE_URL,
-    redisUrl: e.REDIS_URL,
-    mode,
-    signing,
+    ...caracalServiceSettings(e, mode, signing),
     pollMs: e.CARACAL_OUTBOX_POLL_MS,
     batchSize: e.CARACAL_OUTBOX_BATCH,
     maxAttempts: e.CARACAL_OUTBOX_MAX_ATTEMPTS,
@@ -79,8 +68,6 @@ export function loadConfig(env: NodeJS.ProcessEnv | Record<string, string | unde
     publishTimeoutMs: e.CARACAL_OUTBOX_PUBLISH_TIMEOUT_MS,
     backoffBaseMs: e.CARACAL_OUTBOX_BACKOFF_BASE_MS,
     retention: { retentionMs: e.CARACAL_OUTBOX_RETENTION_MS, intervalMs: e.CARACAL_OUTBOX_CLEANUP_INTERVAL_MS, batchSize: e.CARACAL_OUTBOX_CLEANUP_BATCH },
-    keyPrefix: e.CARACAL_KEY_PREFIX,
-    shutdownGraceMs: e.CARACAL_SHUTDOWN_GRACE_MS,
     hostname: e.HOSTNAME,
   };
 }

@@ -2,9 +2,9 @@
  * The traffic generator's settings: the only reader of the environment. Every bad variable is named in
  * one ConfigError; values are never echoed (a bad value may be a key).
  */
-import type { CaracalMode, SignaturePolicy } from "@caracal/streams-core";
 import { parseHmacKey } from "@caracal/streams-core";
-import { ConfigProblems, caracalModeOf, caracalServiceEnv, intVar, loadEnv, streamSigningFromEnv } from "@caracal/service-kit";
+import type { CaracalServiceSettings } from "@caracal/service-kit";
+import { ConfigProblems, caracalModeOf, caracalServiceEnv, caracalServiceSettings, intVar, loadEnv, streamSigningFromEnv } from "@caracal/service-kit";
 import { z } from "zod";
 
 /** A non-negative rate in events per second (fractions allowed: 0.5 is one every two seconds). */
@@ -31,20 +31,13 @@ export const envSchema = z.object({
   TRAFFIC_DURATION_MS: intVar(0, { min: 0 }),
 });
 
-export interface TrafficConfig {
-  port: number;
-  databaseUrl: string;
-  redisUrl: string;
-  mode: CaracalMode;
+export interface TrafficConfig extends CaracalServiceSettings {
   auditKey: Buffer | undefined;
-  signing: SignaturePolicy;
   replayDir: string | undefined;
   auditRate: number;
   outboxRate: number;
   zones: string[];
   durationMs: number;
-  keyPrefix: string;
-  shutdownGraceMs: number;
 }
 
 /** Parses and validates the environment; throws one ConfigError naming every bad variable. */
@@ -60,19 +53,13 @@ export function loadConfig(env: NodeJS.ProcessEnv | Record<string, string | unde
   if (!problems.empty || parsed === undefined || signing === undefined) throw problems.error();
   const e = parsed;
   return {
-    port: e.PORT,
-    databaseUrl: e.DATABASE_URL,
-    redisUrl: e.REDIS_URL,
-    mode,
+    ...caracalServiceSettings(e, mode, signing),
     auditKey,
-    signing,
     replayDir: e.AUDIT_REPLAY_DIR,
     auditRate: e.TRAFFIC_AUDIT_RATE,
     outboxRate: e.TRAFFIC_OUTBOX_RATE,
     zones: Array.from({ length: e.TRAFFIC_ZONES }, (_, i) => `zone-${i + 1}`),
     durationMs: e.TRAFFIC_DURATION_MS,
-    keyPrefix: e.CARACAL_KEY_PREFIX,
-    shutdownGraceMs: e.CARACAL_SHUTDOWN_GRACE_MS,
   };
 }
 

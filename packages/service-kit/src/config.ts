@@ -115,3 +115,31 @@ export function caracalServiceEnv(defaults: { port: number }) {
     CARACAL_SHUTDOWN_GRACE_MS: intVar(10_000, { min: 0 }),
   };
 }
+
+/** The settings every Caracal service has, resolved from `caracalServiceEnv` variables. */
+export interface CaracalServiceSettings {
+  port: number;
+  databaseUrl: string;
+  redisUrl: string;
+  mode: CaracalMode;
+  signing: SignaturePolicy;
+  keyPrefix: string;
+  shutdownGraceMs: number;
+}
+
+/** Maps the parsed `caracalServiceEnv` variables to their settings; spread into a service's config. */
+export function caracalServiceSettings(
+  e: { PORT: number; DATABASE_URL: string; REDIS_URL: string; CARACAL_KEY_PREFIX: string; CARACAL_SHUTDOWN_GRACE_MS: number },
+  mode: CaracalMode,
+  signing: SignaturePolicy,
+): CaracalServiceSettings {
+  return {
+    port: e.PORT,
+    databaseUrl: e.DATABASE_URL,
+    redisUrl: e.REDIS_URL,
+    mode,
+    signing,
+    keyPrefix: e.CARACAL_KEY_PREFIX,
+    shutdownGraceMs: e.CARACAL_SHUTDOWN_GRACE_MS,
+  };
+}
