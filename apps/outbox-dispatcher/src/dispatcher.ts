@@ -7,8 +7,8 @@ import type { Logger } from "pino";
 
 import { backoffMs } from "./backoff.js";
 import type { DispatcherMetrics, FailureReason } from "./metrics.js";
-import type { ClaimedRow, RowOutcome } from "./sql.js";
-import { CLAIM_LOCK_KEY, GUARDED_SQL, claimSql, markSql } from "./sql.js";
+import type { ClaimedRow, ExchangeRow, RowOutcome } from "./sql.js";
+import { EXCHANGE_SQL, exchangeParams } from "./sql.js";
 
 export interface DispatcherOptions {
   pool: pg.Pool;
@@ -38,7 +38,7 @@ export type DispatcherState = "idle" | "running" | "draining" | "stopped" | "fai
 
 /**
  * Moves committed `event_outbox` rows to their streams: claim (lease) -> sign + pipelined XADD -> mark.
- * The mark of batch N travels with the claim of batch N+1, so a batch costs one PostgreSQL and one Redis
+ * The mark of batch N travels with the claim of batch N+2, so a batch costs one PostgreSQL and one Redis
  * round trip. At-least-once: a crash between XADD and mark republishes the row after its lease, with
  * the same `outbox_id`. `run` is called once; `wake` is safe to call at any time (NOTIFY handler).
  */
@@ -69,9 +69,13 @@ export class OutboxDispatcher {
   /**
    * Dispatches until `signal` aborts, then finishes the in-flight batch and writes its outcomes.
    *
-   * Two stages overlap: while batch N is being published, one PostgreSQL round trip writes the outcomes
-   * of batch N-1 and claims batch N+1. Batch N+1 is published only after N's replies are in, so entries
-   * of a stream keep their order; rows of a stream that failed in N are released from N+1 unsent.
+   * Two stages overlap: once batch N's replies are in, one PostgreSQL round trip writes N's outcomes and
+   * claims batch N+2 while batch N+1 (claimed by the previous round trip) is signed and published. So the
+   * database works while this process signs and Redis answers, and a batch waits for the slower of the
+   * two, not for their sum. Batch N+1 is published only after N's replies are in, so entries of a stream
+   * keep their order; rows of a stream that failed in N are released from N+1 unsent (N+2 is claimed
+   * after N's retries are written, so their streams are blocked there). At most two published batches
+   * are unmarked at any time (N being marked, N+1 being published): a crash republishes at most those.
    */
   async run(signal: AbortSignal): Promise<void> {
     if (this.state !== "idle") throw new Error(`dispatcher already ${this.state}`);
@@ -80,6 +84,8 @@ export class OutboxDispatcher {
     signal.addEventListener("abort", onAbort);
     let marks: RowOutcome[] = [];
     let inFlight: { promise: Promise<RowOutcome[]>; rows: readonly ClaimedRow[]; started: number } | undefined;
+    /** Claimed (leased) and not yet published; `started` is when its claim was sent. */
+    let claimed: { rows: ClaimedRow[]; started: number } = { rows: [], started: 0 };
     let dbFailures = 0;
     let guardDelayMs = 0;
     const settle = async (): Promise<Set<string>> => {
@@ -94,13 +100,21 @@ export class OutboxDispatcher {
     };
     try {
       while (!signal.aborted) {
+        const failedStreams = await settle();
         const redisUp = this.o.redis.status === "ready";
         const started = performance.now();
-        let claimed: ClaimedRow[];
+        const writing = marks;
+        const exchanging = this.exchange(writing, redisUp ? this.o.batchSize : 0);
+        exchanging.catch(() => undefined);
+        if (claimed.rows.length > 0) {
+          inFlight = { promise: this.publish(claimed.rows, failedStreams), rows: claimed.rows, started: claimed.started };
+          claimed = { rows: [], started: 0 };
+        }
         let guarded: boolean;
         try {
-          const writing = marks;
-          ({ rows: claimed, guarded } = await this.exchange(writing, redisUp ? this.o.batchSize : 0));
+          let rows: ClaimedRow[];
+          ({ rows, guarded } = await exchanging);
+          claimed = { rows, started };
           marks = marks.slice(writing.length);
           dbFailures = 0;
         } catch (error) {
@@ -111,13 +125,11 @@ export class OutboxDispatcher {
           await this.sleep(backoffMs(dbFailures, this.o.pollMs, 0.5), signal, false);
           continue;
         }
-        const failedStreams = await settle();
-        if (claimed.length > 0) {
+        if (claimed.rows.length > 0) {
           guardDelayMs = 0;
-          inFlight = { promise: this.publish(claimed, failedStreams), rows: claimed, started };
           continue;
         }
-        if (marks.length > 0) continue;
+        if (inFlight !== undefined || marks.length > 0) continue;
         if (guarded && redisUp) {
           // Committed rows wait behind a running transaction; it may not notify when it ends.
           guardDelayMs = Math.min(guardDelayMs === 0 ? 2 : guardDelayMs * 2, this.o.pollMs);
@@ -129,6 +141,8 @@ export class OutboxDispatcher {
       }
       this.state = "draining";
       await settle();
+      // Claimed but never sent: give the rows back now rather than after their lease.
+      marks.push(...claimed.rows.map((r): RowOutcome => ({ kind: "release", id: r.id })));
       await this.flush(marks);
       this.state = "stopped";
     } catch (error) {
@@ -153,22 +167,23 @@ export class OutboxDispatcher {
   }
 
   /**
-   * One round trip, one implicit transaction (simple query protocol, several statements): write the
-   * outcomes of the previous batch, then claim the next one under the claim lock.
+   * One round trip, one transaction: `outbox_exchange` writes the outcomes of the previous batch, then
+   * claims up to `limit` rows (0: write only) under the claim lock.
    */
   private async exchange(marks: readonly RowOutcome[], limit: number): Promise<{ rows: ClaimedRow[]; guarded: boolean }> {
-    // Losing a mark in a database crash only republishes the row (same outbox_id): no fsync wait.
-    const statements = ["SET LOCAL synchronous_commit = off", ...markSql(marks, this.o.owner)];
-    if (limit > 0) statements.push(`SELECT pg_advisory_xact_lock(${CLAIM_LOCK_KEY})`, claimSql(limit, this.o.leaseMs, this.o.owner));
-    if (statements.length === 1) return { rows: [], guarded: false };
-    const raw = (await this.o.pool.query(statements.join(";\n"))) as unknown;
-    if (limit === 0) return { rows: [], guarded: false };
-    const results = raw as pg.QueryResult[];
-    const rows = (results[results.length - 1]?.rows ?? []) as ClaimedRow[];
-    if (rows.length > 0) return { rows: rows.sort(compareRows), guarded: false };
-    // Only an empty claim needs to know whether rows wait behind a running transaction.
-    const { rows: flag } = await this.o.pool.query<{ guarded: boolean }>(GUARDED_SQL);
-    return { rows, guarded: flag[0]?.guarded === true };
+    if (marks.length === 0 && limit === 0) return { rows: [], guarded: false };
+    const { rows } = await this.o.pool.query<ExchangeRow>({
+      name: "outbox_exchange",
+      text: EXCHANGE_SQL,
+      values: exchangeParams(marks, limit, this.o.leaseMs, this.o.owner),
+    });
+    const claimed: ClaimedRow[] = [];
+    let guarded = false;
+    for (const row of rows) {
+      if (row.id === null) guarded = row.guarded;
+      else claimed.push(row as ClaimedRow);
+    }
+    return { rows: claimed.sort(compareRows), guarded };
   }
 
   /**

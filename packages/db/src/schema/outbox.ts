@@ -52,10 +52,6 @@ export const eventOutbox = pgTable(
     index("event_outbox_pending_idx")
       .on(sql`coalesce(${t.txId}, '0'::xid8)`, sql`coalesce(${t.seq}, 0)`, t.createdAt, t.id)
       .where(sql`${t.dispatchedAt} IS NULL AND ${t.failedAt} IS NULL`),
-    // Rows that can block their stream: leased or backing off (both imply one of these two columns).
-    index("event_outbox_inflight_idx")
-      .on(t.streamName)
-      .where(sql`${t.dispatchedAt} IS NULL AND ${t.failedAt} IS NULL AND (${t.attempts} > 0 OR ${t.lockedUntil} IS NOT NULL)`),
     // Retention sweep.
     index("event_outbox_dispatched_idx").on(t.dispatchedAt).where(sql`${t.dispatchedAt} IS NOT NULL`),
     // Operator inspection and requeue of failed rows.
