@@ -265,6 +265,42 @@ describe.skipIf(!hasRedis() || !hasPostgres())("outbox dispatcher", () => {
     expect(entries.map((e) => e.fields.outbox_id)).toEqual([a, b]);
   });
 
+  it("reads past a long run of blocked rows to other streams' rows, and holds the rows behind the blocked ones", async () => {
+    const lifecycle = Topics.agentsLifecycle.stream;
+    const keys = Topics.keysInvalidate.stream;
+    // 300 rows backing off and 50 leased by another replica, far more than the first prefix the claim
+    // reads (2 x batch): it has to widen its read several times to reach the rows behind them.
+    await db.pool.query(
+      `INSERT INTO event_outbox (id, stream_name, payload_json, attempts, available_at)
+       SELECT 'backoff-' || lpad(g::text, 3, '0'), $1, '{"event":"spawn","zone_id":"z","agent_session_id":"a"}', 1, now() + interval '1 hour'
+       FROM generate_series(1, 300) g`,
+      [lifecycle],
+    );
+    await db.pool.query(
+      `INSERT INTO event_outbox (id, stream_name, payload_json, locked_until, locked_by)
+       SELECT 'leased-' || lpad(g::text, 3, '0'), $1, '{"zone_id":"z","policy_set_id":"p","shadow_version_id":""}', now() + interval '1 hour', 'other-replica'
+       FROM generate_series(1, 50) g`,
+      [POLICY],
+    );
+    const heldLifecycle = await inTx(db.pool, (c) => enqueue(c, "agentsLifecycle", { event: "suspend", zone_id: "z", agent_session_id: "a" }));
+    const heldPolicy = await inTx(db.pool, (c) => enqueue(c, "policyInvalidate", { zone_id: "z", policy_set_id: "p", shadow_version_id: "" }));
+    const free = await inTx(db.pool, async (c) => [
+      await enqueue(c, "keysInvalidate", { zone_id: "z1" }),
+      await enqueue(c, "keysInvalidate", { zone_id: "z2" }),
+    ]);
+    start({ batchSize: 4, pollMs: 10 });
+    await waitFor(async () => (await readStream(redis.client, keys, redis.keyPrefix)).length === 2);
+    // A few more passes: the held rows must stay where they are.
+    await new Promise((r) => setTimeout(r, 200));
+    expect((await readStream(redis.client, keys, redis.keyPrefix)).map((e) => e.fields.outbox_id)).toEqual(free);
+    for (const id of [heldLifecycle, heldPolicy]) {
+      expect((await row(db.pool, id))?.dispatched_at).toBeNull();
+      expect(Number((await row(db.pool, id))?.attempts)).toBe(0);
+    }
+    expect(await readStream(redis.client, lifecycle, redis.keyPrefix)).toEqual([]);
+    expect(await readStream(redis.client, POLICY, redis.keyPrefix)).toEqual([]);
+  });
+
   it("releases unsent the next rows of a stream whose previous batch failed (they never overtake)", async () => {
     const key = streamKey(Topics.agentsLifecycle.stream, redis.keyPrefix);
     await redis.client.set(key, "not a stream");

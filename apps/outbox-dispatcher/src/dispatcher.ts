@@ -102,14 +102,14 @@ export class OutboxDispatcher {
       while (!signal.aborted) {
         const failedStreams = await settle();
         const redisUp = this.o.redis.status === "ready";
-        const started = performance.now();
-        const writing = marks;
-        const exchanging = this.exchange(writing, redisUp ? this.o.batchSize : 0);
-        exchanging.catch(() => undefined);
         if (claimed.rows.length > 0) {
           inFlight = { promise: this.publish(claimed.rows, failedStreams), rows: claimed.rows, started: claimed.started };
           claimed = { rows: [], started: 0 };
         }
+        const started = performance.now();
+        const writing = marks;
+        const exchanging = this.exchange(writing, redisUp ? this.o.batchSize : 0);
+        exchanging.catch(() => undefined);
         let guarded: boolean;
         try {
           let rows: ClaimedRow[];
@@ -183,7 +183,7 @@ export class OutboxDispatcher {
       if (row.id === null) guarded = row.guarded;
       else claimed.push(row as ClaimedRow);
     }
-    return { rows: claimed.sort(compareRows), guarded };
+    return { rows: claimed, guarded };
   }
 
   /**
@@ -274,17 +274,6 @@ export class OutboxDispatcher {
       };
     });
   }
-}
-
-/** Dispatch order: (tx_id, seq, created_at, id), as in the claim. */
-function compareRows(a: ClaimedRow, b: ClaimedRow): number {
-  const tx = BigInt(a.tx_key) - BigInt(b.tx_key);
-  if (tx !== 0n) return tx < 0n ? -1 : 1;
-  const seq = BigInt(a.seq_key) - BigInt(b.seq_key);
-  if (seq !== 0n) return seq < 0n ? -1 : 1;
-  const t = a.created_at.getTime() - b.created_at.getTime();
-  if (t !== 0) return t;
-  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
 }
 
 /** Resolves to undefined on timeout; the late result is ignored. */

@@ -14,14 +14,12 @@
  */
 export const CLAIM_LOCK_KEY = 7358120051;
 
+/** A claimed row; `outbox_exchange` returns them in dispatch order. */
 export interface ClaimedRow {
   id: string;
   stream_name: string;
   payload_json: unknown;
   attempts: number;
-  tx_key: string;
-  seq_key: string;
-  created_at: Date;
 }
 
 /**

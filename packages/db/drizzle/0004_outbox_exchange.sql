@@ -12,7 +12,7 @@ ALTER TABLE "event_outbox" SET (fillfactor = 50);--> statement-breakpoint
 -- of the previous batch, then claims up to claim_limit rows for owner, in the caller's transaction, which
 -- must be its own (one statement, autocommit): it sets synchronous_commit = off for that transaction.
 --
--- Returns the claimed rows (any order). When claim_limit > 0 and nothing was claimed it returns one row
+-- Returns the claimed rows in dispatch order. When claim_limit > 0 and nothing was claimed it returns one row
 -- whose id is NULL and whose guarded says whether committed pending rows wait behind a running
 -- transaction (the caller then retries shortly instead of waiting for a NOTIFY that may never come).
 --
@@ -54,9 +54,6 @@ CREATE OR REPLACE FUNCTION outbox_exchange(
   stream_name text,
   payload_json jsonb,
   attempts integer,
-  tx_key text,
-  seq_key text,
-  created_at timestamptz,
   guarded boolean
 ) LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
@@ -134,7 +131,7 @@ BEGIN
   END LOOP;
 
   IF coalesce(cardinality(v_ids), 0) = 0 THEN
-    RETURN QUERY SELECT NULL::text, NULL::text, NULL::jsonb, NULL::integer, NULL::text, NULL::text, NULL::timestamptz,
+    RETURN QUERY SELECT NULL::text, NULL::text, NULL::jsonb, NULL::integer,
       coalesce((
         -- The newest pending row, read backwards from the pending index.
         SELECT coalesce(o.tx_id, '0'::xid8) FROM event_outbox o
@@ -151,15 +148,18 @@ BEGIN
   -- takes that partial index for tiny and would filter every pending row through it instead of looking
   -- the ids up in the primary key.
   RETURN QUERY
-  UPDATE event_outbox o SET locked_until = now() + p_lease_ms * interval '1 millisecond', locked_by = p_owner
-  FROM (
-    SELECT e.id FROM event_outbox e
-    WHERE e.id = ANY(v_ids) AND coalesce(e.dispatched_at, e.failed_at) IS NULL
-      AND e.available_at <= now() AND (e.locked_until IS NULL OR e.locked_until <= now())
-    FOR UPDATE SKIP LOCKED
-  ) d
-  WHERE o.id = d.id
-  RETURNING o.id, o.stream_name, o.payload_json, o.attempts,
-    coalesce(o.tx_id, '0'::xid8)::text, coalesce(o.seq, 0)::text, o.created_at, false;
+  WITH leased AS (
+    UPDATE event_outbox o SET locked_until = now() + p_lease_ms * interval '1 millisecond', locked_by = p_owner
+    FROM (
+      SELECT e.id FROM event_outbox e
+      WHERE e.id = ANY(v_ids) AND coalesce(e.dispatched_at, e.failed_at) IS NULL
+        AND e.available_at <= now() AND (e.locked_until IS NULL OR e.locked_until <= now())
+      FOR UPDATE SKIP LOCKED
+    ) d
+    WHERE o.id = d.id
+    RETURNING o.id, o.stream_name, o.payload_json, o.attempts,
+      coalesce(o.tx_id, '0'::xid8) AS k1, coalesce(o.seq, 0) AS k2, o.created_at AS k3
+  )
+  SELECT l.id, l.stream_name, l.payload_json, l.attempts, false FROM leased l ORDER BY l.k1, l.k2, l.k3, l.id;
 END
 $$;
