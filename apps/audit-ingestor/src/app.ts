@@ -6,13 +6,15 @@
  * several instances in one process.
  */
 import { createPool } from "@caracal/db";
-import type { RedisClient, VerifiedAuditFrame } from "@caracal/streams-core";
+import type { Fields, RedisClient } from "@caracal/streams-core";
 import { DeadLetterWriter, StreamConsumer, Topics, closeClient, connectRedis, streamKey } from "@caracal/streams-core";
 import type { Logger } from "pino";
 import type pg from "pg";
 
 import type { AuditConfig } from "./config.js";
-import { createAuditBatchHandler, parseAuditEntry } from "./ingest/handler.js";
+import { createAuditBatchHandler, rawFields } from "./ingest/handler.js";
+import { inThreadVerifier } from "./ingest/verify.js";
+import { VerifyPool } from "./ingest/verify-pool.js";
 import { LedgerWriter } from "./ledger/writer.js";
 import { AuditMetrics } from "./metrics.js";
 import { runLeaders } from "./export/leaders.js";
@@ -20,7 +22,7 @@ import { replayDirectory } from "./replay/replay-dir.js";
 import { startSweeper } from "./sweeper/tamper-sweeper.js";
 
 export interface AuditIngestor {
-  readonly consumer: StreamConsumer<VerifiedAuditFrame>;
+  readonly consumer: StreamConsumer<Fields>;
   readonly metrics: AuditMetrics;
   readonly pool: pg.Pool;
   readonly redis: RedisClient;
@@ -78,7 +80,8 @@ export async function startAuditIngestor(
   writerPool.on("error", (error) => logger.warn({ err: error }, "idle PostgreSQL connection failed"));
   writerPool.on("connect", (client) => client.on("error", (error) => logger.warn({ err: error }, "PostgreSQL connection lost")));
   const writer = new LedgerWriter({ pool: writerPool, auditKey: config.auditKey });
-  const consumer = new StreamConsumer<VerifiedAuditFrame>({
+  const verifier = config.verifyWorkers > 0 ? new VerifyPool(config.verifyWorkers, config.auditKey, logger) : inThreadVerifier(config.auditKey);
+  const consumer = new StreamConsumer<Fields>({
     redis,
     topic: TOPIC,
     group: TOPIC.groups.auditIngestor,
@@ -86,8 +89,8 @@ export async function startAuditIngestor(
     signing: config.signing,
     // upstream frames `{id,data,sig}` carry no `_sig`; `sig` authenticates them (WIRE §6)
     signatureOptional: true,
-    parse: parseAuditEntry(config.auditKey),
-    handleBatch: createAuditBatchHandler({ writer, pool, stream: TOPIC.stream, maxDeliveries: config.maxDeliveries, metrics, logger, afterWrite: options.afterBatchWrite }),
+    parse: rawFields,
+    handleBatch: createAuditBatchHandler({ writer, verifier, pool, stream: TOPIC.stream, maxDeliveries: config.maxDeliveries, metrics, logger, afterWrite: options.afterBatchWrite }),
     keyPrefix: config.keyPrefix,
     // a new group starts at the beginning of the stream: audit events published before the first
     // ingestor started are part of the ledger
@@ -173,6 +176,7 @@ export async function startAuditIngestor(
     await closeClient(redis);
     await pool.end().catch(() => undefined);
     await writerPool.end().catch(() => undefined);
+    await verifier.close();
   })();
 
   return {

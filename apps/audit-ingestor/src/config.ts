@@ -3,6 +3,8 @@
  * defaults, plus the settings this project adds. Every bad variable is named in one ConfigError; values
  * are never echoed (a bad value may be a key).
  */
+import { availableParallelism } from "node:os";
+
 import { ConfigError, parseHmacKey } from "@caracal/streams-core";
 import type { CaracalServiceSettings } from "@caracal/service-kit";
 import { ConfigProblems, caracalModeOf, caracalServiceEnv, caracalServiceSettings, databaseUrlVar, intVar, loadEnv, streamSigningFromEnv } from "@caracal/service-kit";
@@ -56,6 +58,11 @@ export const envSchema = z.object({
    * 16 → 0.30, 32 → 0.34 on 2 cores).
    */
   AUDIT_CONCURRENCY: intVar(16, { min: 1, max: 64 }),
+  /**
+   * Worker threads that verify and hash entries (frame sig, JSON, schema, content_sha256) while the main
+   * thread reads, writes the ledger and acks; 0 verifies on the main thread. Default: CPUs - 1, at most 4.
+   */
+  AUDIT_VERIFY_WORKERS: intVar(Math.min(4, Math.max(0, availableParallelism() - 1)), { min: 0, max: 64 }),
   /** The audit publisher's spill directory, replayed at start. Unset: no replay. */
   AUDIT_REPLAY_DIR: z.string().optional(),
 });
@@ -65,6 +72,7 @@ export interface AuditConfig extends CaracalServiceSettings {
   consumerName: string;
   batchSize: number;
   concurrency: number;
+  verifyWorkers: number;
   maxDeliveries: number;
   claimIdleMs: number;
   sweep: { rollingHours: number; intervalMs: number; gapGraceMs: number };
@@ -94,6 +102,7 @@ export function loadConfig(env: NodeJS.ProcessEnv | Record<string, string | unde
     consumerName: e.HOSTNAME,
     batchSize: e.AUDIT_BATCH_SIZE,
     concurrency: e.AUDIT_CONCURRENCY,
+    verifyWorkers: e.AUDIT_VERIFY_WORKERS,
     maxDeliveries: e.AUDIT_MAX_DELIVERIES,
     claimIdleMs: e.AUDIT_CLAIM_IDLE_SECS * 1000,
     sweep: { rollingHours: e.AUDIT_TAMPER_ROLLING_HOURS, intervalMs: e.AUDIT_TAMPER_SWEEP_INTERVAL_MS, gapGraceMs: e.AUDIT_GAP_GRACE_MS },
@@ -124,6 +133,7 @@ export function describeConfig(c: AuditConfig): Record<string, unknown> {
     keyPrefix: c.keyPrefix,
     batchSize: c.batchSize,
     concurrency: c.concurrency,
+    verifyWorkers: c.verifyWorkers,
     maxDeliveries: c.maxDeliveries,
     claimIdleMs: c.claimIdleMs,
     sweep: c.sweep,

@@ -3,7 +3,7 @@
  * `{"metrics": [{name, value, unit, baseline, ratio, goal?}], ...settings}`, the baseline measured in the
  * same run. Imported as `@caracal/testkit/bench-report` (no vitest import, unlike the fixtures).
  */
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 
 import type { Redis } from "ioredis";
@@ -80,4 +80,50 @@ export async function deletePrefix(redis: Redis, prefix: string): Promise<void> 
     cursor = next;
     if (keys.length > 0) await redis.del(...keys);
   } while (cursor !== "0");
+}
+
+/** Fields of `/proc/<pid>/stat` after the parenthesized command name (which may contain spaces). */
+function procStat(pid: number): string[] | undefined {
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return text.slice(text.lastIndexOf(")") + 2).split(" ");
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The postmaster of the PostgreSQL server running backend `backendPid` (from `SELECT pg_backend_pid()`),
+ * for `postgresCpuSeconds`. Linux with the server on this host only; undefined elsewhere.
+ */
+export function postgresServerPid(backendPid: number): number | undefined {
+  const backend = procStat(backendPid);
+  return backend === undefined ? undefined : Number(backend[1]);
+}
+
+/**
+ * CPU seconds used so far by the PostgreSQL server whose postmaster is `serverPid`: its own time, the
+ * time of its exited children (reaped, so counted in its cutime/cstime) and that of its live children.
+ * Two readings around a phase give the server's CPU cost of that phase, which shows whether a run is
+ * bound by the database or by the client. Undefined when /proc cannot tell.
+ */
+export function postgresCpuSeconds(serverPid: number | undefined): number | undefined {
+  const ticksPerSecond = 100; // USER_HZ: 100 on every Linux architecture node supports
+  if (serverPid === undefined) return undefined;
+  const own = procStat(serverPid);
+  if (own === undefined) return undefined;
+  // utime, stime, cutime, cstime are fields 14-17 of stat(5): indexes 11-14 after the command name
+  let ticks = Number(own[11]) + Number(own[12]) + Number(own[13]) + Number(own[14]);
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const s = procStat(Number(entry));
+    if (s !== undefined && Number(s[1]) === serverPid) ticks += Number(s[11]) + Number(s[12]);
+  }
+  return ticks / ticksPerSecond;
+}
+
+/** CPU seconds (user + system) used so far by this process. */
+export function processCpuSeconds(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
 }

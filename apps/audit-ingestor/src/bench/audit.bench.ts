@@ -6,7 +6,8 @@
  *
  * Environment: DATABASE_URL (admin URL; a scratch database is created and dropped), REDIS_URL,
  * BENCH_EVENTS (default 200000), BENCH_BACKLOG (default 1000000; 0 skips the RSS run), BENCH_ZONES
- * (default 16), AUDIT_BATCH_SIZE (default 100), AUDIT_CONCURRENCY (default: the ingestor's),
+ * (default 16), AUDIT_BATCH_SIZE (default 100), AUDIT_CONCURRENCY and AUDIT_VERIFY_WORKERS (default: the
+ * ingestor's),
  * BENCH_CHILD_NODE_ARGS (node flags of the draining process, e.g. --cpu-prof), BENCH_KEEP_DATABASE=1.
  */
 import { spawn } from "node:child_process";
@@ -21,7 +22,7 @@ import { migrateDatabase } from "@caracal/db";
 import type { Fields } from "@caracal/streams-core";
 import { StreamPublisher, Topics, signAuditData, signaturePolicy, streamKey } from "@caracal/streams-core";
 import type { BenchMetric } from "@caracal/testkit/bench-report";
-import { reportBench } from "@caracal/testkit/bench-report";
+import { postgresCpuSeconds, postgresServerPid, processCpuSeconds, reportBench } from "@caracal/testkit/bench-report";
 import { Redis } from "ioredis";
 import pg from "pg";
 import { from as copyFrom, to as copyTo } from "pg-copy-streams";
@@ -39,6 +40,7 @@ const BACKLOG = Number(process.env.BENCH_BACKLOG ?? 1_000_000);
 const ZONES = Number(process.env.BENCH_ZONES ?? 16);
 const BATCH = process.env.AUDIT_BATCH_SIZE ?? "100";
 const CONCURRENCY = process.env.AUDIT_CONCURRENCY;
+const VERIFY_WORKERS = process.env.AUDIT_VERIFY_WORKERS;
 // random per run; the draining child inherits them through its environment
 const AUDIT_KEY_HEX = process.env.BENCH_AUDIT_KEY_HEX ?? randomBytes(32).toString("hex");
 const STREAMS_KEY_HEX = process.env.BENCH_STREAMS_KEY_HEX ?? randomBytes(32).toString("hex");
@@ -112,6 +114,7 @@ function env(databaseUrl: string, keyPrefix: string, consumer: string): Record<s
     HOSTNAME: consumer,
     AUDIT_BATCH_SIZE: BATCH,
     ...(CONCURRENCY !== undefined ? { AUDIT_CONCURRENCY: CONCURRENCY } : {}),
+    ...(VERIFY_WORKERS !== undefined ? { AUDIT_VERIFY_WORKERS: VERIFY_WORKERS } : {}),
     PORT: "0",
   };
 }
@@ -120,45 +123,67 @@ async function count(pool: pg.Pool): Promise<number> {
   return (await pool.query<{ n: number }>("SELECT count(*)::int AS n FROM audit_events")).rows[0]!.n;
 }
 
-async function pending(redis: Redis, keyPrefix: string): Promise<number> {
-  try {
-    const s = (await redis.xpending(streamKey(STREAM, keyPrefix), Topics.auditEvents.groups.auditIngestor)) as [number];
-    return Number(s[0]);
-  } catch {
-    return -1;
-  }
+/**
+ * True once every entry of the stream was delivered to the group and acknowledged (`lag` 0, nothing
+ * pending). The ingestor acks an entry only after its row committed, so this is "all committed" without
+ * loading PostgreSQL with a `count(*)` while it is being measured.
+ */
+async function drained(redis: Redis, keyPrefix: string): Promise<boolean> {
+  const groups = (await redis.xinfo("GROUPS", streamKey(STREAM, keyPrefix)).catch(() => [])) as unknown[][];
+  const group = groups.map((g) => Object.fromEntries(pairs(g))).find((g) => g.name === Topics.auditEvents.groups.auditIngestor);
+  return group !== undefined && Number(group.lag) === 0 && Number(group.pending) === 0;
 }
 
-/** Ingests until `expected` rows are committed and nothing is pending; returns seconds. */
-async function ingest(databaseUrl: string, redis: Redis, keyPrefix: string, pool: pg.Pool, expected: number): Promise<number> {
-  const controller = new AbortController();
+function pairs(flat: unknown[]): Array<[string, unknown]> {
+  const out: Array<[string, unknown]> = [];
+  for (let i = 0; i + 1 < flat.length; i += 2) out.push([String(flat[i]), flat[i + 1]]);
+  return out;
+}
+
+interface PhaseCost {
+  seconds: number;
+  /** CPU seconds of this process and of the PostgreSQL server during the phase (undefined off Linux). */
+  nodeCpu: number;
+  postgresCpu: number | undefined;
+}
+
+/** Runs `phase`, measuring wall time and the CPU of this process and of PostgreSQL. */
+async function measured(serverPid: number | undefined, phase: () => Promise<void>): Promise<PhaseCost> {
+  const pg0 = postgresCpuSeconds(serverPid);
+  const node0 = processCpuSeconds();
   const t0 = performance.now();
-  const app = await startAuditIngestor(loadConfig(env(databaseUrl, keyPrefix, "bench-0")), { logger: pino({ level: "warn" }), signal: controller.signal, blockMs: 100 });
-  for (;;) {
-    if ((await count(pool)) >= expected && (await pending(redis, keyPrefix)) === 0) break;
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  await phase();
   const seconds = (performance.now() - t0) / 1000;
+  const nodeCpu = processCpuSeconds() - node0;
+  const pg1 = postgresCpuSeconds(serverPid);
+  return { seconds, nodeCpu, postgresCpu: pg0 === undefined || pg1 === undefined ? undefined : pg1 - pg0 };
+}
+
+/** Ingests until every entry is committed and acknowledged; checks the row count once at the end. */
+async function ingest(databaseUrl: string, redis: Redis, keyPrefix: string, pool: pg.Pool, expected: number): Promise<void> {
+  const controller = new AbortController();
+  const app = await startAuditIngestor(loadConfig(env(databaseUrl, keyPrefix, "bench-0")), { logger: pino({ level: "warn" }), signal: controller.signal, blockMs: 100 });
+  while (!(await drained(redis, keyPrefix))) await new Promise((r) => setTimeout(r, 10));
   controller.abort();
   await app.done;
-  return seconds;
+  const stored = await count(pool);
+  if (stored !== expected) throw new Error(`ingest stored ${stored} rows, expected ${expected}`);
 }
 
-/** The same rows, exported with COPY TO, then the table emptied and the rows loaded with COPY FROM. */
-async function rawCopy(pool: pg.Pool): Promise<number> {
+/** Exports the stored rows with COPY TO and empties the table; `load` then loads them with COPY FROM. */
+async function prepareRawCopy(pool: pg.Pool): Promise<{ load: () => Promise<void>; done: () => void }> {
   const file = join(tmpdir(), `audit-bench-${process.pid}.copy`);
   const client = await pool.connect();
-  try {
-    await pipeline(client.query(copyTo("COPY audit_events TO STDOUT")), createWriteStream(file));
-    await client.query("TRUNCATE audit_events");
-    await client.query("CHECKPOINT");
-    const t0 = performance.now();
-    await pipeline(createReadStream(file), client.query(copyFrom("COPY audit_events FROM STDIN")));
-    return (performance.now() - t0) / 1000;
-  } finally {
-    client.release();
-    rmSync(file, { force: true });
-  }
+  await pipeline(client.query(copyTo("COPY audit_events TO STDOUT")), createWriteStream(file));
+  await client.query("TRUNCATE audit_events");
+  await client.query("CHECKPOINT");
+  return {
+    load: () => pipeline(createReadStream(file), client.query(copyFrom("COPY audit_events FROM STDIN"))),
+    done: () => {
+      client.release();
+      rmSync(file, { force: true });
+    },
+  };
 }
 
 /** Child mode: drain the backlog in this process and report its peak RSS. */
@@ -167,7 +192,9 @@ async function drainChild(): Promise<void> {
   const expected = Number(expectedText);
   const redis = new Redis(REDIS_URL);
   const pool = new pg.Pool({ connectionString: databaseUrl, max: 1 });
-  const seconds = await ingest(databaseUrl!, redis, keyPrefix!, pool, expected);
+  const t0 = performance.now();
+  await ingest(databaseUrl!, redis, keyPrefix!, pool, expected);
+  const seconds = (performance.now() - t0) / 1000;
   await pool.end();
   redis.disconnect();
   // Linux reports maxRSS in KiB
@@ -194,12 +221,26 @@ async function main(): Promise<void> {
     process.stdout.write(`pre-filling ${EVENTS} signed events ...\n`);
     await prefill(redis, p1, EVENTS, auditKey);
     process.stdout.write(`ingesting (batch ${BATCH}, concurrency ${CONCURRENCY ?? "default"}) ...\n`);
-    const ingestSeconds = await ingest(databaseUrl, redis, p1, pool, EVENTS);
+    const serverPid = postgresServerPid((await pool.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")).rows[0]!.pid);
+    const ingested = await measured(serverPid, () => ingest(databaseUrl, redis, p1, pool, EVENTS));
     process.stdout.write("raw COPY of the same rows ...\n");
-    const copySeconds = await rawCopy(pool);
-    const ingestRate = Math.round(EVENTS / ingestSeconds);
-    const copyRate = Math.round(EVENTS / copySeconds);
+    const raw = await prepareRawCopy(pool);
+    let copied: PhaseCost;
+    try {
+      copied = await measured(serverPid, raw.load);
+    } finally {
+      raw.done();
+    }
+    const ingestRate = Math.round(EVENTS / ingested.seconds);
+    const copyRate = Math.round(EVENTS / copied.seconds);
     metrics.push({ name: "audit ingest events/s (stream -> committed rows + XACK) vs raw COPY", value: ingestRate, unit: "events/s", baseline: copyRate, ratio: round(ingestRate / copyRate), goal: "ratio >= 0.75" });
+    // Where the time goes: CPU per event of the ingestor (this process) and of PostgreSQL, beside COPY's.
+    const perEvent = (s: number) => Math.round((s / EVENTS) * 1e7) / 10;
+    metrics.push({ name: "ingest CPU µs/event, ingestor process (baseline: the COPY client)", value: perEvent(ingested.nodeCpu), unit: "µs", baseline: perEvent(copied.nodeCpu), ratio: null });
+    if (ingested.postgresCpu !== undefined && copied.postgresCpu !== undefined) {
+      metrics.push({ name: "ingest CPU µs/event, PostgreSQL (baseline: raw COPY)", value: perEvent(ingested.postgresCpu), unit: "µs", baseline: perEvent(copied.postgresCpu), ratio: null });
+    }
+    metrics.push({ name: "ingest wall µs/event (baseline: raw COPY)", value: perEvent(ingested.seconds), unit: "µs", baseline: perEvent(copied.seconds), ratio: null });
 
     // 2. peak RSS draining a backlog, in a child process
     if (BACKLOG > 0) {
@@ -224,7 +265,7 @@ async function main(): Promise<void> {
     await admin.end();
   }
 
-  reportBench("audit", metrics, { events: EVENTS, backlog: BACKLOG, zones: ZONES, batch: BATCH, concurrency: CONCURRENCY ?? "default" });
+  reportBench("audit", metrics, { events: EVENTS, backlog: BACKLOG, zones: ZONES, batch: BATCH, concurrency: CONCURRENCY ?? "default", verifyWorkers: VERIFY_WORKERS ?? "default" });
 }
 
 function round(x: number): number {

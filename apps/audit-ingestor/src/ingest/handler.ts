@@ -1,31 +1,29 @@
 /**
- * The audit ingestor's batch handler: domain logic only. The consumer engine has already checked `_sig`
- * and parsed each entry with `parseAuditEntry` (frame `sig`, JSON, audit event schema); rejected entries
- * never reach this handler.
+ * The audit ingestor's batch handler: domain logic only. The consumer engine has already checked `_sig`;
+ * the handler has the batch verified (frame `sig`, JSON, audit event schema, content hash: see
+ * `verify.ts`, in worker threads when configured) and writes it to the ledger.
  *
  * Outcome per entry (the engine acks every entry not in `failed`):
+ * - failed verification: `RejectedMessageError(reason)` → dead letter + ack;
  * - stored, or already stored with identical content: acked;
  * - same id with other content: `RejectedMessageError("tamper_on_replay")` → dead letter + ack;
  * - the ledger write failed (database down, ...): `TransientError` → stays pending, retried; once the
  *   entry has been delivered AUDIT_MAX_DELIVERIES times it is written to the `audit_events_dlq` table and
  *   acked; if that write fails too, it stays pending (no ack without a durable record).
  */
-import type { BatchHandler, Fields, StreamMessage, VerifiedAuditFrame } from "@caracal/streams-core";
-import { TransientError, errorMessage, verifyAuditFrame } from "@caracal/streams-core";
+import type { BatchHandler, Fields, StreamMessage } from "@caracal/streams-core";
+import { RejectedMessageError, TransientError, errorMessage } from "@caracal/streams-core";
 import type { Logger } from "pino";
 import type pg from "pg";
 
 import type { AuditMetrics } from "../metrics.js";
 import { writeDlqRows } from "../ledger/dlq-table.js";
-import type { BatchResult, LedgerInput, LedgerWriter } from "../ledger/writer.js";
-
-/** The engine's `parse` for audit frames: throws RejectedMessageError (dead letter) on any failure. */
-export function parseAuditEntry(auditKey: Buffer | undefined): (fields: Fields) => VerifiedAuditFrame {
-  return (fields) => verifyAuditFrame(fields, auditKey);
-}
+import type { BatchResult, LedgerInput, LedgerWriter, PreparedEvent } from "../ledger/writer.js";
+import type { Verifier } from "./verify.js";
 
 export interface AuditHandlerOptions {
   writer: LedgerWriter;
+  verifier: Verifier;
   pool: pg.Pool;
   /** Logical stream key, for the dlq table ids. */
   stream: string;
@@ -43,10 +41,6 @@ export function isConnectionError(error: unknown): boolean {
   return code.startsWith("08") || code === "57P01" || code === "57P03" || ["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "ENOTFOUND"].includes(code);
 }
 
-export function toLedgerInput(m: StreamMessage<VerifiedAuditFrame>): LedgerInput {
-  return { key: m.id, event: m.body.event, data: m.body.data, sig: m.body.frame.sig, streamEntryId: m.id };
-}
-
 /**
  * Writes a batch; when the transaction fails for a reason other than an unreachable database, the batch
  * is split in halves (each its own transaction) so one row PostgreSQL refuses cannot hold back the rest.
@@ -54,13 +48,13 @@ export function toLedgerInput(m: StreamMessage<VerifiedAuditFrame>): LedgerInput
  */
 export async function writeIsolating(
   writer: LedgerWriter,
-  inputs: readonly LedgerInput[],
+  inputs: readonly LedgerInput[] | readonly PreparedEvent[],
   onResult: (r: BatchResult) => void,
 ): Promise<Map<string, unknown>> {
   const failed = new Map<string, unknown>();
-  const run = async (part: readonly LedgerInput[]): Promise<void> => {
+  const run = async (part: readonly LedgerInput[] | readonly PreparedEvent[]): Promise<void> => {
     try {
-      onResult(await writer.writeBatch(part));
+      onResult(await (isPrepared(part) ? writer.writePrepared(part) : writer.writeBatch(part)));
     } catch (error) {
       if (part.length === 1 || isConnectionError(error)) {
         for (const i of part) failed.set(i.key, error);
@@ -75,12 +69,35 @@ export async function writeIsolating(
   return failed;
 }
 
-export function createAuditBatchHandler(options: AuditHandlerOptions): BatchHandler<VerifiedAuditFrame> {
-  const { writer, pool, stream, maxDeliveries, metrics, logger, afterWrite } = options;
-  return async (messages) => {
+function isPrepared(part: readonly LedgerInput[] | readonly PreparedEvent[]): part is readonly PreparedEvent[] {
+  const first = part[0];
+  return first !== undefined && "copyPrefix" in first;
+}
+
+/** The engine's `parse` for the audit stream: none, the handler verifies (see `verify.ts`). */
+export function rawFields(fields: Fields): Fields {
+  return fields;
+}
+
+export function createAuditBatchHandler(options: AuditHandlerOptions): BatchHandler<Fields> {
+  const { writer, verifier, pool, stream, maxDeliveries, metrics, logger, afterWrite } = options;
+  return async (all) => {
     const failed = new Map<string, unknown>();
+    const outcomes = await verifier.verify(all.map((m) => ({ id: m.id, fields: m.fields, redelivered: m.deliveries > 1 })));
+    const prepared: PreparedEvent[] = [];
+    const messages: Array<StreamMessage<Fields>> = [];
+    outcomes.forEach((outcome, i) => {
+      const m = all[i]!;
+      if (outcome.ok) {
+        prepared.push(outcome.prepared);
+        messages.push(m);
+      } else {
+        failed.set(m.id, new RejectedMessageError(outcome.reason, outcome.message));
+        metrics?.rejected.inc({ reason: outcome.reason });
+      }
+    });
     const started = performance.now();
-    const writeFailures = await writeIsolating(writer, messages.map(toLedgerInput), (r) => {
+    const writeFailures = await writeIsolating(writer, prepared, (r) => {
       metrics?.inserted.inc(r.inserted);
       metrics?.duplicates.inc(r.duplicates);
       for (const [key, error] of r.rejected) {

@@ -58,6 +58,21 @@ describe.skipIf(!hasPostgres())("LedgerWriter", () => {
     ]);
   });
 
+  it("finds stored ids whether or not the entries are marked redelivered, for chained and unchained events", async () => {
+    const chained = makeChain(4, "zc");
+    const plain = [makeEvent({ zone_id: "zp" }), makeEvent({ zone_id: "zp" })];
+    await writer.writeBatch([...chained.slice(0, 2), plain[0]!].map((e) => ledgerInput(e)));
+    for (const redelivered of [false, true]) {
+      const again = await writer.writeBatch([...chained.slice(0, 3), ...plain].map((e) => ({ ...ledgerInput(e), redelivered })));
+      expect(again.inserted).toBe(redelivered ? 0 : 2);
+      expect(again.duplicates).toBe(redelivered ? 5 : 3);
+      expect(again.rejected.size).toBe(0);
+      expect(again.alerts).toEqual([]);
+    }
+    expect((await rows("zc")).map((r) => [r.id, Number(r.chain_seq), r.tamper_detected])).toEqual(chained.slice(0, 3).map((e, i) => [e.id, i + 1, false]));
+    expect((await rows("zp")).map((r) => r.id)).toEqual(plain.map((e) => e.id));
+  });
+
   it("rejects the same id with different content as tamper_on_replay and writes an alert", async () => {
     const a = makeEvent({ zone_id: "z" });
     await writer.writeBatch([ledgerInput(a)]);

@@ -14,7 +14,7 @@
  * - Producer-chain forks and broken links set `tamper_detected` (on the new row and on the stored row they
  *   contradict) and write alerts; gaps are left to the sweeper (the missing event may still be redelivered).
  */
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 
 import type { AuditEvent } from "@caracal/streams-core";
 import { RejectedMessageError } from "@caracal/streams-core";
@@ -30,8 +30,15 @@ export interface LedgerInput {
   readonly event: AuditEvent;
   /** The `data` text exactly as received (stored as `payload_json`, hashed after a plain JSON parse). */
   readonly data: string;
+  /** `JSON.parse(data)` if the caller already has it (saves a second parse); parsed here otherwise. */
+  readonly json?: unknown;
   readonly sig: string | undefined;
   readonly streamEntryId: string | undefined;
+  /**
+   * The event may already be stored (a redelivered stream entry, a replayed file): its batch looks its ids
+   * up before the COPY instead of learning about them from a unique violation (see `writeOnce`).
+   */
+  readonly redelivered?: boolean;
 }
 
 export type TamperKind = "tamper_on_replay" | "fork" | "broken_link";
@@ -69,8 +76,17 @@ export const ZONE_LOCK_CLASS = 0x41554454;
 
 /** The int4 advisory lock key of a zone: the first 4 bytes of SHA-256(zone_id), signed. */
 export function zoneLockKey(zoneId: string): number {
-  return createHash("sha256").update(zoneId, "utf8").digest().readInt32BE(0);
+  let key = zoneLockKeys.get(zoneId);
+  if (key === undefined) {
+    key = hash("sha256", zoneId, "buffer").readInt32BE(0);
+    // Zones are few; the bound only keeps a flood of distinct zone ids from growing the map without end.
+    if (zoneLockKeys.size >= 10_000) zoneLockKeys.clear();
+    zoneLockKeys.set(zoneId, key);
+  }
+  return key;
 }
+
+const zoneLockKeys = new Map<string, number>();
 
 const ALERT_SQL = `
 INSERT INTO audit_tamper_alerts (zone_id, event_id, kind, detail)
@@ -79,13 +95,57 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[])`;
 /** Raised (and retried) when the COPY met a row that the duplicate check did not see. */
 class ConcurrentInsertError extends Error {}
 
-interface Prepared {
-  readonly input: LedgerInput;
+/** Raised (and retried with the id lookup) when a batch written without it meets a stored id. */
+class StoredIdError extends Error {
+  constructor() {
+    super("an event of the batch is already stored: retrying with the id lookup");
+  }
+}
+
+/**
+ * An event with everything that does not depend on its zone's head computed before its transaction
+ * (`prepareLedgerInput`). Plain data (structured-clonable): a verify worker thread can build it.
+ */
+export interface PreparedEvent {
+  readonly key: string;
+  /** The fields of the event the ledger logic reads; the rest is already in `copyPrefix`. */
+  readonly event: { readonly id: string; readonly zone_id: string; readonly chain?: { readonly producer: string; readonly seq: number; readonly prev: string } | undefined };
+  readonly sig: string | undefined;
+  readonly streamEntryId: string | undefined;
+  readonly redelivered: boolean;
   readonly contentSha: string;
+  readonly lockKey: number;
+  /** The COPY text of every column but the three assigned under the zone lock (see COPY_SQL). */
+  readonly copyPrefix: string;
+}
+type Prepared = PreparedEvent;
+
+/**
+ * Hashes and formats an input for the ledger. Throws RejectedMessageError("parse_error") when its data
+ * has no canonical form.
+ */
+export function prepareLedgerInput(input: LedgerInput): PreparedEvent {
+  let contentSha: string;
+  try {
+    contentSha = contentSha256(input.json ?? JSON.parse(input.data));
+  } catch (error) {
+    throw error instanceof RejectedMessageError ? error : new RejectedMessageError("parse_error", String(error));
+  }
+  const e = input.event;
+  return {
+    key: input.key,
+    event: { id: e.id, zone_id: e.zone_id, chain: e.chain === undefined ? undefined : { producer: e.chain.producer, seq: e.chain.seq, prev: e.chain.prev } },
+    sig: input.sig,
+    streamEntryId: input.streamEntryId,
+    redelivered: input.redelivered === true,
+    contentSha,
+    lockKey: zoneLockKey(e.zone_id),
+    copyPrefix: copyPrefix(input, contentSha),
+  };
 }
 
 interface NewRow {
-  readonly input: LedgerInput;
+  readonly prepared: Prepared;
   readonly contentSha: string;
   tamper: boolean;
   chainSeq: number;
@@ -110,7 +170,7 @@ export class LedgerWriter {
   private readonly auditKey: Buffer | undefined;
   private readonly maxConflictRetries: number;
   private readonly maxGroupRows: number;
-  private readonly queue: Array<{ prepared: Prepared[]; resolve: (r: KeyedResult) => void; reject: (e: unknown) => void }> = [];
+  private readonly queue: Array<{ prepared: readonly Prepared[]; resolve: (r: KeyedResult) => void; reject: (e: unknown) => void }> = [];
   private draining = false;
 
   constructor(options: LedgerWriterOptions) {
@@ -134,17 +194,25 @@ export class LedgerWriter {
     const prepared: Prepared[] = [];
     for (const input of inputs) {
       try {
-        prepared.push({ input, contentSha: contentSha256(JSON.parse(input.data)) });
+        prepared.push(prepareLedgerInput(input));
       } catch (error) {
         rejected.set(input.key, error instanceof RejectedMessageError ? error : new RejectedMessageError("parse_error", String(error)));
       }
     }
+    const result = await this.writePrepared(prepared);
+    for (const [k, r] of result.rejected) rejected.set(k, r);
+    return { ...result, rejected };
+  }
+
+  /** `writeBatch` for events already prepared (by `prepareLedgerInput`, possibly in a verify worker). */
+  async writePrepared(prepared: readonly PreparedEvent[]): Promise<BatchResult> {
+    const rejected = new Map<string, RejectedMessageError>();
     if (prepared.length === 0) return { inserted: 0, duplicates: 0, rejected, alerts: [] };
     const keyed = await new Promise<KeyedResult>((resolve, reject) => {
       this.queue.push({ prepared, resolve, reject });
       void this.drain();
     });
-    const keys = new Set(prepared.map((p) => p.input.key));
+    const keys = new Set(prepared.map((p) => p.key));
     let inserted = 0;
     let duplicates = 0;
     for (const k of keys) {
@@ -153,7 +221,7 @@ export class LedgerWriter {
       const r = keyed.rejected.get(k);
       if (r !== undefined) rejected.set(k, r);
     }
-    const ids = new Set(prepared.map((p) => p.input.event.id));
+    const ids = new Set(prepared.map((p) => p.event.id));
     return { inserted, duplicates, rejected, alerts: keyed.alerts.filter((a) => ids.has(a.eventId)) };
   }
 
@@ -191,12 +259,23 @@ export class LedgerWriter {
     }
   }
 
+  /**
+   * Writes with retries. The first attempt skips the id lookup unless an input is marked `redelivered`:
+   * a duplicate then meets the primary key in the COPY, which rolls the transaction back, and the next
+   * attempt looks the ids up. New events, the steady state, cost PostgreSQL no lookup by id.
+   */
   private async writeRetrying(prepared: readonly Prepared[]): Promise<KeyedResult> {
+    let lookUpIds = prepared.some((p) => p.redelivered);
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.writeOnce(prepared);
+        return await this.writeOnce(prepared, lookUpIds);
       } catch (error) {
+        if (error instanceof StoredIdError) {
+          lookUpIds = true;
+          continue;
+        }
         if (!(error instanceof ConcurrentInsertError) || attempt >= this.maxConflictRetries) throw error;
+        lookUpIds = true;
       }
     }
   }
@@ -204,11 +283,12 @@ export class LedgerWriter {
   /**
    * One transaction: BEGIN and the zone locks; the reads that must see every commit of the previous lock
    * holder (READ COMMITTED: each statement takes its snapshot after the locks); COPY of the new
-   * rows, tamper marks, alerts, COMMIT. There is no ON CONFLICT: duplicates were found under the locks, and
-   * a unique violation (a concurrent insert of the same id into another zone) rolls the transaction back
-   * and retries it.
+   * rows, tamper marks, alerts, COMMIT. There is no ON CONFLICT: with `lookUpIds` duplicates are found
+   * under the locks; without it a stored id fails the COPY (unique violation), the transaction rolls back
+   * and is retried with the lookup. A unique violation despite the lookup (a concurrent insert of the
+   * same id into another zone, which holds a different lock) is retried the same way.
    */
-  private async writeOnce(prepared: readonly Prepared[]): Promise<KeyedResult> {
+  private async writeOnce(prepared: readonly Prepared[], lookUpIds: boolean): Promise<KeyedResult> {
     const rejected = new Map<string, RejectedMessageError>();
     const duplicates = new Set<string>();
     const alerts: TamperAlert[] = [];
@@ -217,43 +297,48 @@ export class LedgerWriter {
     const firstById = new Map<string, Prepared>();
     const unique: Prepared[] = [];
     for (const p of prepared) {
-      const first = firstById.get(p.input.event.id);
+      const first = firstById.get(p.event.id);
       if (first === undefined) {
-        firstById.set(p.input.event.id, p);
+        firstById.set(p.event.id, p);
         unique.push(p);
       } else if (first.contentSha === p.contentSha) {
-        duplicates.add(p.input.key);
+        duplicates.add(p.key);
       } else {
         alerts.push(replayAlert(p, first.contentSha));
-        rejected.set(p.input.key, replayError(p.input.event.id));
+        rejected.set(p.key, replayError(p.event.id));
       }
     }
 
     const client = await this.pool.connect();
     let broken = false;
     try {
-      const lockKeys = [...new Set(unique.map((p) => zoneLockKey(p.input.event.zone_id)))].sort((a, b) => a - b);
-      const zones = [...new Set(unique.map((p) => p.input.event.zone_id))];
-      const slots = producerSlots(unique);
+      const lockKeys = [...new Set(unique.map((p) => p.lockKey))].sort((a, b) => a - b);
+      const zones = [...new Set(unique.map((p) => p.event.zone_id))];
+      const ranges = producerRanges(unique);
       // BEGIN and every zone lock in one simple query, in ascending key order (unnest keeps array order).
       // Keys are integers computed here, so inlining them is safe.
       await client.query(`BEGIN; SELECT pg_advisory_xact_lock(${ZONE_LOCK_CLASS}, k) FROM unnest(ARRAY[${lockKeys.join(",")}]::int[]) AS k`);
       // Under the locks: each statement's snapshot now includes every commit of the previous lock holder.
-      const existingRows = await client.query<{ id: string; content_sha256: string }>("SELECT id, content_sha256 FROM audit_events WHERE id = ANY($1::text[])", [
-        unique.map((p) => p.input.event.id),
-      ]);
+      const existingRows = lookUpIds
+        ? await client.query<{ id: string; content_sha256: string }>("SELECT id, content_sha256 FROM audit_events WHERE id = ANY($1::text[])", [
+            unique.map((p) => p.event.id),
+          ])
+        : undefined;
       const headRows = await client.query<{ zone_id: string; chain_seq: string | null; hmac_chain: string | null }>(HEADS_SQL, [zones]);
-      const storedRows = slots.producers.length > 0 ? await client.query<StoredLink>(PRODUCER_SQL, [slots.producers, slots.zones, slots.seqs]) : undefined;
+      const storedRows =
+        ranges.producers.length > 0 ? await client.query<StoredLink>(PRODUCER_SQL, [ranges.producers, ranges.zones, ranges.from, ranges.to]) : undefined;
+      // A stored neighbour with the id of a new row is that row, stored before: look the ids up instead.
+      if (!lookUpIds && storedRows !== undefined && storedRows.rows.some((r) => firstById.has(r.id))) throw new StoredIdError();
 
-      const storedSha = new Map(existingRows.rows.map((r) => [r.id, r.content_sha256]));
+      const storedSha = new Map((existingRows?.rows ?? []).map((r) => [r.id, r.content_sha256]));
       const fresh: NewRow[] = [];
       for (const p of unique) {
-        const sha = storedSha.get(p.input.event.id);
-        if (sha === undefined) fresh.push({ input: p.input, contentSha: p.contentSha, tamper: false, chainSeq: 0, hmacChain: "" });
-        else if (sha === p.contentSha) duplicates.add(p.input.key);
+        const sha = storedSha.get(p.event.id);
+        if (sha === undefined) fresh.push({ prepared: p, contentSha: p.contentSha, tamper: false, chainSeq: 0, hmacChain: "" });
+        else if (sha === p.contentSha) duplicates.add(p.key);
         else {
           alerts.push(replayAlert(p, sha));
-          rejected.set(p.input.key, replayError(p.input.event.id));
+          rejected.set(p.key, replayError(p.event.id));
         }
       }
 
@@ -269,10 +354,13 @@ export class LedgerWriter {
         }
         await client.query("COMMIT");
       } catch (error) {
-        if ((error as { code?: string }).code === "23505") throw new ConcurrentInsertError("a concurrent insert of the same id: retrying", { cause: error });
+        if ((error as { code?: string }).code === "23505") {
+          if (!lookUpIds) throw new StoredIdError();
+          throw new ConcurrentInsertError("a concurrent insert of the same id: retrying", { cause: error });
+        }
         throw error;
       }
-      return { inserted: new Set(fresh.map((r) => r.input.key)), duplicates, rejected, alerts };
+      return { inserted: new Set(fresh.map((r) => r.prepared.key)), duplicates, rejected, alerts };
     } catch (error) {
       try {
         await client.query("ROLLBACK");
@@ -291,12 +379,12 @@ export class LedgerWriter {
     const head = new Map<string, { seq: number; chain: string }>();
     for (const r of heads) head.set(r.zone_id, { seq: r.chain_seq === null ? 0 : Number(r.chain_seq), chain: r.hmac_chain ?? "" });
     for (const row of rows) {
-      const h = head.get(row.input.event.zone_id) ?? { seq: 0, chain: "" };
+      const h = head.get(row.prepared.event.zone_id) ?? { seq: 0, chain: "" };
       h.seq += 1;
       h.chain = chainLink(this.auditKey, h.chain, row.contentSha);
       row.chainSeq = h.seq;
       row.hmacChain = h.chain;
-      head.set(row.input.event.zone_id, h);
+      head.set(row.prepared.event.zone_id, h);
     }
   }
 
@@ -307,7 +395,7 @@ export class LedgerWriter {
    * event is also checked against its stored successor). Returns the ids of stored rows to mark.
    */
   private checkProducerChains(rows: NewRow[], storedRows: readonly StoredLink[], alerts: TamperAlert[]): string[] {
-    const chained = rows.filter((r) => r.input.event.chain !== undefined);
+    const chained = rows.filter((r) => r.prepared.event.chain !== undefined);
     if (chained.length === 0) return [];
     type Link = { id: string; sig: string | null; prev: string | null; row?: NewRow };
     const bySlot = new Map<string, Link[]>();
@@ -317,13 +405,13 @@ export class LedgerWriter {
       if (list) list.push(l);
       else bySlot.set(k, [l]);
     };
-    const freshIds = new Set(rows.map((r) => r.input.event.id));
+    const freshIds = new Set(rows.map((r) => r.prepared.event.id));
     for (const s of storedRows) {
       if (!freshIds.has(s.id)) add(slot(s.producer_id, s.zone_id, Number(s.producer_seq)), { id: s.id, sig: s.sig, prev: s.producer_prev });
     }
     for (const r of chained) {
-      const c = r.input.event.chain!;
-      add(slot(c.producer, r.input.event.zone_id, c.seq), { id: r.input.event.id, sig: r.input.sig ?? null, prev: c.prev, row: r });
+      const c = r.prepared.event.chain!;
+      add(slot(c.producer, r.prepared.event.zone_id, c.seq), { id: r.prepared.event.id, sig: r.prepared.sig ?? null, prev: c.prev, row: r });
     }
     const markStored = new Set<string>();
     const alerted = new Set<string>();
@@ -336,8 +424,8 @@ export class LedgerWriter {
       alerts.push({ zoneId, eventId: link.id, kind, detail });
     };
     for (const r of chained) {
-      const c = r.input.event.chain!;
-      const zone = r.input.event.zone_id;
+      const c = r.prepared.event.chain!;
+      const zone = r.prepared.event.zone_id;
       const self = bySlot.get(slot(c.producer, zone, c.seq)) ?? [];
       if (self.length > 1) {
         const ids = self.map((l) => l.id);
@@ -388,36 +476,68 @@ SELECT z.zone_id, h.chain_seq, h.hmac_chain
     SELECT chain_seq, hmac_chain FROM audit_events e WHERE e.zone_id = z.zone_id ORDER BY chain_seq DESC LIMIT 1
   ) h ON true`;
 
-/** Stored neighbours (seq - 1, seq, seq + 1) of every chained event of the batch, by index lookups. */
+/**
+ * Stored neighbours (seq - 1, seq, seq + 1) of every chained event of the batch: one index range scan per
+ * run of a producer's seqs in a zone (see `producerRanges`), not three lookups per event.
+ */
 const PRODUCER_SQL = `
 SELECT e.id, e.producer_id, e.zone_id, e.producer_seq, e.sig, e.producer_prev
-  FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::text[], $3::bigint[])) AS q(producer_id, zone_id, producer_seq)
+  FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS q(producer_id, zone_id, seq_from, seq_to)
   JOIN LATERAL (
     SELECT id, producer_id, zone_id, producer_seq, sig, producer_prev FROM audit_events x
-     WHERE x.producer_id = q.producer_id AND x.zone_id = q.zone_id AND x.producer_seq = q.producer_seq
+     WHERE x.producer_id = q.producer_id AND x.zone_id = q.zone_id AND x.producer_seq BETWEEN q.seq_from AND q.seq_to
   ) e ON true`;
 
-function producerSlots(unique: readonly Prepared[]): { producers: string[]; zones: string[]; seqs: number[] } {
-  const producers: string[] = [];
-  const zones: string[] = [];
-  const seqs: number[] = [];
+/**
+ * The seq ranges PRODUCER_SQL reads: per producer and zone, the batch's seqs are cut into runs whose
+ * consecutive seqs differ by at most 2, and each run [first, last] becomes [first - 1, last + 1]. Every seq
+ * in such a range is within 1 of a batch seq, so the ranges return exactly the neighbours the chain checks
+ * need; a contiguous batch of a producer costs one range.
+ */
+function producerRanges(unique: readonly Prepared[]): { producers: string[]; zones: string[]; from: number[]; to: number[] } {
+  const seqsBySlot = new Map<string, { producer: string; zone: string; seqs: number[] }>();
   for (const p of unique) {
-    const c = p.input.event.chain;
+    const c = p.event.chain;
     if (c === undefined) continue;
-    for (const s of [c.seq - 1, c.seq, c.seq + 1]) {
-      producers.push(c.producer);
-      zones.push(p.input.event.zone_id);
-      seqs.push(s);
-    }
+    const slot = `${c.producer}\u0000${p.event.zone_id}`;
+    const entry = seqsBySlot.get(slot);
+    if (entry === undefined) seqsBySlot.set(slot, { producer: c.producer, zone: p.event.zone_id, seqs: [c.seq] });
+    else entry.seqs.push(c.seq);
   }
-  return { producers, zones, seqs };
+  const out = { producers: [] as string[], zones: [] as string[], from: [] as number[], to: [] as number[] };
+  for (const { producer, zone, seqs } of seqsBySlot.values()) {
+    seqs.sort((a, b) => a - b);
+    let first = seqs[0] as number;
+    let last = first;
+    const push = () => {
+      out.producers.push(producer);
+      out.zones.push(zone);
+      out.from.push(first - 1);
+      out.to.push(last + 1);
+    };
+    for (let i = 1; i < seqs.length; i++) {
+      const seq = seqs[i] as number;
+      if (seq - last > 2) {
+        push();
+        first = seq;
+      }
+      last = seq;
+    }
+    push();
+  }
+  return out;
 }
 
+/**
+ * The last three columns are the ones assigned under the zone lock; everything before them is built
+ * before the transaction (`copyPrefix`), so the locked part of a write formats only these.
+ */
 const COPY_SQL = `COPY audit_events (
   id, zone_id, event_type, actor_id, resource_id, decision, evaluation_status, request_id,
   policy_set_id, policy_set_version_id, manifest_sha, payload_json, determining_policies_json,
-  diagnostics_json, metadata_json, hmac_chain, tamper_detected, occurred_at, chain_seq, content_sha256,
-  sig, producer_id, producer_seq, producer_prev, stream_entry_id
+  diagnostics_json, metadata_json, occurred_at, content_sha256,
+  sig, producer_id, producer_seq, producer_prev, stream_entry_id,
+  hmac_chain, tamper_detected, chain_seq
 ) FROM STDIN`;
 
 /** COPY text format: NULL is \\N; backslash, tab, newline and carriage return are escaped. */
@@ -427,45 +547,48 @@ function copyValue(v: unknown): string {
   return /[\\\t\n\r]/.test(text) ? text.replace(/[\\\t\n\r]/g, (c) => (c === "\\" ? "\\\\" : c === "\t" ? "\\t" : c === "\n" ? "\\n" : "\\r")) : text;
 }
 
-async function copyRows(client: pg.PoolClient, rows: readonly NewRow[]): Promise<void> {
+/** The COPY text of a row's columns up to `stream_entry_id`, tab-terminated. */
+function copyPrefix(input: LedgerInput, contentSha: string): string {
+  const e = input.event;
+  const c = e.chain;
+  const values: unknown[] = [
+    e.id,
+    e.zone_id,
+    e.event_type,
+    actorIdOf(e),
+    resourceIdOf(e),
+    e.decision,
+    e.evaluation_status,
+    e.request_id,
+    e.policy_set_id,
+    e.policy_set_version_id,
+    e.manifest_sha,
+    input.data,
+    e.determining_policies_json,
+    e.diagnostics_json,
+    e.metadata_json,
+    e.occurred_at,
+    contentSha,
+    input.sig,
+    c?.producer,
+    c?.seq,
+    c?.prev,
+    input.streamEntryId,
+  ];
   let text = "";
-  for (const r of rows) {
-    const e = r.input.event;
-    const c = e.chain;
-    const values: unknown[] = [
-      e.id,
-      e.zone_id,
-      e.event_type,
-      actorIdOf(e),
-      resourceIdOf(e),
-      e.decision,
-      e.evaluation_status,
-      e.request_id,
-      e.policy_set_id,
-      e.policy_set_version_id,
-      e.manifest_sha,
-      r.input.data,
-      e.determining_policies_json,
-      e.diagnostics_json,
-      e.metadata_json,
-      r.hmacChain,
-      r.tamper,
-      e.occurred_at,
-      r.chainSeq,
-      r.contentSha,
-      r.input.sig,
-      c?.producer,
-      c?.seq,
-      c?.prev,
-      r.input.streamEntryId,
-    ];
-    text += values.map(copyValue).join("\t") + "\n";
-  }
+  for (const v of values) text += `${copyValue(v)}\t`;
+  return text;
+}
+
+async function copyRows(client: pg.PoolClient, rows: readonly NewRow[]): Promise<void> {
+  const lines: string[] = [];
+  // hmac_chain is hex and chain_seq an integer: neither needs escaping
+  for (const r of rows) lines.push(`${r.prepared.copyPrefix}${r.hmacChain}\t${r.tamper ? "t" : "f"}\t${r.chainSeq}\n`);
   const stream = client.query(copyFrom(COPY_SQL));
   await new Promise<void>((resolve, reject) => {
     stream.on("error", reject);
     stream.on("finish", () => resolve());
-    stream.end(Buffer.from(text, "utf8"));
+    stream.end(Buffer.from(lines.join(""), "utf8"));
   });
 }
 
@@ -475,9 +598,9 @@ function replayError(id: string): RejectedMessageError {
 
 function replayAlert(p: Prepared, storedSha: string): TamperAlert {
   return {
-    zoneId: p.input.event.zone_id,
-    eventId: p.input.event.id,
+    zoneId: p.event.zone_id,
+    eventId: p.event.id,
     kind: "tamper_on_replay",
-    detail: { stored_content_sha256: storedSha, received_content_sha256: p.contentSha, stream_entry_id: p.input.streamEntryId ?? null },
+    detail: { stored_content_sha256: storedSha, received_content_sha256: p.contentSha, stream_entry_id: p.streamEntryId ?? null },
   };
 }

@@ -101,7 +101,7 @@ async function replayFile(path: string, options: ReplayOptions): Promise<{ store
     }
     try {
       const v = verifyAuditFrame(fields, options.auditKey);
-      inputs.push({ key: srcId, event: v.event, data: v.data, sig: v.frame.sig, streamEntryId: undefined });
+      inputs.push({ key: srcId, event: v.event, data: v.data, json: v.json, sig: v.frame.sig, streamEntryId: undefined, redelivered: true });
       fieldsByKey.set(srcId, fields);
     } catch (error) {
       if (!(error instanceof RejectedMessageError)) throw error;

@@ -14,10 +14,9 @@
  * deletes) or, without one, at chain_seq 1: rows removed from the start are found too. Limit: rows removed
  * from the end of a zone leave no trace in the remaining rows.
  */
-import canonicalize from "canonicalize";
 import type pg from "pg";
 
-import { chainLink, contentSha256 } from "../ledger/content.js";
+import { canonicalJson, chainLink, contentSha256 } from "../ledger/content.js";
 
 export type BreakKind = "changed" | "inserted" | "deleted" | "fork" | "broken_link" | "gap";
 
@@ -93,7 +92,7 @@ function columnsDiffering(row: Row): string[] {
   text("policy_set_version_id", "policy_set_version_id");
   text("manifest_sha", "manifest_sha");
   for (const col of ["determining_policies_json", "diagnostics_json", "metadata_json"] as const) {
-    if (canonicalize(row[col] ?? null) !== canonicalize(p[col] ?? null)) out.push(col);
+    if (!sameJson(row[col] ?? null, p[col] ?? null)) out.push(col);
   }
   const occurred = typeof p.occurred_at === "string" ? Date.parse(p.occurred_at) : Number.NaN;
   if (row.occurred_at.getTime() !== occurred) out.push("occurred_at");
@@ -245,4 +244,13 @@ export async function seqRangeForTimes(pool: pg.Pool, zoneId: string, from: Date
   const row = r.rows[0];
   if (row?.lo == null || row.hi == null) return undefined;
   return { fromSeq: from === undefined ? 1 : Number(row.lo), toSeq: to === undefined ? undefined : Number(row.hi) };
+}
+
+/** Equal as JSON values (RFC 8785 forms); a value with no canonical form equals nothing. */
+function sameJson(a: unknown, b: unknown): boolean {
+  try {
+    return canonicalJson(a) === canonicalJson(b);
+  } catch {
+    return false;
+  }
 }

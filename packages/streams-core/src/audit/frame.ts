@@ -28,6 +28,11 @@ export interface VerifiedAuditFrame {
   readonly event: AuditEvent;
   /** The `data` text exactly as received. */
   readonly data: string;
+  /**
+   * `JSON.parse(data)` before schema validation: what a content hash covers (the schema's output may
+   * differ from it, e.g. by defaults), kept so that consumers do not parse the text a second time.
+   */
+  readonly json: unknown;
 }
 
 /**
@@ -55,5 +60,5 @@ export function verifyAuditFrame(fields: Readonly<Fields>, auditKey: Buffer | un
   if (eventResult.data.id !== frame.id) {
     throw new RejectedMessageError("schema_invalid", `audit frame id ${frame.id} differs from data.id ${eventResult.data.id}`);
   }
-  return { frame, event: eventResult.data, data: frame.data };
+  return { frame, event: eventResult.data, data: frame.data, json: parsed };
 }
