@@ -1,11 +1,13 @@
 -- The dispatcher's round trip as one server-side function (hand-written; see docs/outbox.md "Dispatch").
 -- Adoption-safe: nothing is rewritten (DROP INDEX, a storage parameter that only applies to pages written
--- from now on, CREATE OR REPLACE FUNCTION).
+-- from now on, CREATE OR REPLACE FUNCTION). The DROP INDEX holds an exclusive lock on event_outbox for
+-- an instant: producers' inserts wait for it, nothing fails.
 --
 -- The lease update (locked_until, locked_by) becomes HOT: no index references those columns any more
 -- (event_outbox_inflight_idx is replaced by the ordered scan in outbox_exchange), and fillfactor leaves
 -- room on each page for the leased version of its rows. A lease then writes no index entry and the
--- pending index keeps one entry per row instead of two.
+-- pending index keeps one entry per row instead of two. Cost: retained (dispatched) rows take about
+-- twice the heap space; `ALTER TABLE event_outbox SET (fillfactor = 100)` trades that back.
 DROP INDEX IF EXISTS "event_outbox_inflight_idx";--> statement-breakpoint
 ALTER TABLE "event_outbox" SET (fillfactor = 50);--> statement-breakpoint
 -- outbox_exchange(owner, claim_limit, lease_ms, outcomes of the previous batch...): writes the outcomes

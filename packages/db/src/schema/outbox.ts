@@ -20,9 +20,14 @@ export const eventOutboxSeq = pgSequence("event_outbox_seq");
  * here is nullable or defaulted, and rows written before the adoption keep NULL in them.
  *
  * Dispatch order is `(tx_id, seq, created_at, id)` with NULL read as 0 (pre-adoption rows first), and a
- * row is claimable only once `tx_id < pg_snapshot_xmin(pg_current_snapshot())`: its inserting
- * transaction and every older one have finished, so no row with a smaller key can still appear
- * (Watermill issue 311). See docs/outbox.md.
+ * row is claimable only once its `tx_id` is below the guard bound (the least running transaction of this
+ * database): its inserting transaction and every older one have finished, so no row with a smaller key
+ * can still appear (Watermill issue 311). The claim is the plpgsql function `outbox_exchange`
+ * (migration 0004). See docs/outbox.md.
+ *
+ * Migration 0004 also sets `fillfactor = 50` (drizzle cannot declare it): with no index on
+ * `locked_until`/`locked_by`, the lease update is HOT when the page has room for the new version. Do not
+ * add an index (or an index predicate) on those columns: every lease would write index entries again.
  */
 export const eventOutbox = pgTable(
   "event_outbox",
