@@ -42,7 +42,7 @@ describe.skipIf(!hasPostgres() || !hasRedis())("audit ingest (real Redis and Pos
   const count = async (sql = "SELECT count(*)::int AS n FROM audit_events", params: unknown[] = []) =>
     (await db.pool.query<{ n: number }>(sql, params)).rows[0]!.n;
 
-  it("follows the processing sequence: verify, parse, store with chain, ack; bad entries dead-lettered and acked", async () => {
+  it.each(["0", "1"])("follows the processing sequence: verify, parse, store with chain, ack; bad entries dead-lettered and acked (AUDIT_VERIFY_WORKERS=%s)", async (verifyWorkers) => {
     const publisher = testPublisher(redis.client, redis.keyPrefix);
     const good = makeEvent({ zone_id: "z" });
     const upstream = makeEvent({ zone_id: "z" });
@@ -65,7 +65,7 @@ describe.skipIf(!hasPostgres() || !hasRedis())("audit ingest (real Redis and Pos
     const last = makeEvent({ zone_id: "z" });
     await publisher.publish(AUDIT_STREAM, makeFrame(last));
 
-    await start();
+    await start(undefined, undefined, { AUDIT_VERIFY_WORKERS: verifyWorkers });
     await waitFor("4 rows and 5 dead letters", async () => (await count()) === 4 && (await deadLetters(redis.client, redis.keyPrefix)).length === 5);
     const rows = await db.pool.query<{ id: string; chain_seq: string; tamper_detected: boolean; stream_entry_id: string }>(
       "SELECT id, chain_seq, tamper_detected, stream_entry_id FROM audit_events ORDER BY chain_seq",

@@ -1,0 +1,42 @@
+import { TransientError, encodeAuditFrame } from "@caracal/streams-core";
+import { afterEach, describe, expect, it } from "vitest";
+
+import { TEST_AUDIT_KEY, makeChain, makeEvent } from "../test-support/events.js";
+import type { EntryToVerify } from "./verify.js";
+import { verifyEntries } from "./verify.js";
+import { VerifyPool } from "./verify-pool.js";
+
+function entries(): EntryToVerify[] {
+  const good = [...makeChain(3, "z1"), makeEvent({ zone_id: "z2" })].map((e, i) => ({ id: `1-${i}`, fields: encodeAuditFrame(e, TEST_AUDIT_KEY), redelivered: i === 0 }));
+  const forged = { ...encodeAuditFrame(makeEvent({ zone_id: "z3" }), TEST_AUDIT_KEY), sig: "00".repeat(32) };
+  const notJson = { id: "x", data: "{", sig: "00" };
+  return [...good, { id: "2-0", fields: forged, redelivered: false }, { id: "2-1", fields: notJson, redelivered: false }];
+}
+
+describe("VerifyPool", () => {
+  let pool: VerifyPool | undefined;
+  afterEach(async () => {
+    await pool?.close();
+  });
+
+  it("gives the same outcomes, in order, as verification on the calling thread", async () => {
+    pool = new VerifyPool(2, TEST_AUDIT_KEY);
+    const batch = entries();
+    const [a, b] = await Promise.all([pool.verify(batch), pool.verify(batch.slice(0, 2))]);
+    expect(a).toEqual(verifyEntries(batch, TEST_AUDIT_KEY));
+    expect(b).toEqual(verifyEntries(batch.slice(0, 2), TEST_AUDIT_KEY));
+    expect(a.map((o) => (o.ok ? "ok" : o.reason))).toEqual(["ok", "ok", "ok", "ok", "signature_invalid", "signature_invalid"]);
+    const first = a[0]!;
+    expect(first.ok && first.prepared.redelivered).toBe(true);
+  });
+
+  it("fails the batches of a worker that dies with a TransientError and replaces the worker", async () => {
+    pool = new VerifyPool(1, TEST_AUDIT_KEY);
+    const pending = pool.verify(entries());
+    // the pool's only worker, killed while the batch is in flight
+    await (pool as unknown as { slots: Array<{ worker: { terminate(): Promise<number> } }> }).slots[0]!.worker.terminate();
+    await expect(pending).rejects.toBeInstanceOf(TransientError);
+    const again = await pool.verify(entries());
+    expect(again.filter((o) => o.ok)).toHaveLength(4);
+  });
+});
