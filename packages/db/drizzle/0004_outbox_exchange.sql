@@ -12,7 +12,8 @@ DROP INDEX IF EXISTS "event_outbox_inflight_idx";--> statement-breakpoint
 ALTER TABLE "event_outbox" SET (fillfactor = 50);--> statement-breakpoint
 -- outbox_exchange(owner, claim_limit, lease_ms, outcomes of the previous batch...): writes the outcomes
 -- of the previous batch, then claims up to claim_limit rows for owner, in the caller's transaction, which
--- must be its own (one statement, autocommit): it sets synchronous_commit = off for that transaction.
+-- must be its own (one statement, autocommit): it sets synchronous_commit = off and jit = off for that
+-- transaction.
 --
 -- Returns the claimed rows in dispatch order. When claim_limit > 0 and nothing was claimed it returns one row
 -- whose id is NULL and whose guarded says whether committed pending rows wait behind a running
@@ -67,8 +68,10 @@ DECLARE
   v_last xid8;
   v_ids text[];
 BEGIN
-  -- Losing an outcome or a lease in a database crash only republishes rows (same outbox_id).
-  PERFORM set_config('synchronous_commit', 'off', true);
+  -- Losing an outcome or a lease in a database crash only republishes rows (same outbox_id). No JIT: a
+  -- widened prefix read (thousands of rows backing off) can cost enough to trigger a compilation that
+  -- takes longer than the read.
+  PERFORM set_config('synchronous_commit', 'off', true), set_config('jit', 'off', true);
 
   IF cardinality(p_dispatched_ids) > 0 THEN
     UPDATE event_outbox o SET dispatched_at = now(), locked_until = NULL, stream_entry_id = v.entry_id
