@@ -18,10 +18,12 @@ import { hash } from "node:crypto";
 
 import type { AuditEvent } from "@caracal/streams-core";
 import { RejectedMessageError } from "@caracal/streams-core";
-import type pg from "pg";
+import pg from "pg";
 import { from as copyFrom } from "pg-copy-streams";
 
 import { chainLink, contentSha256 } from "./content.js";
+
+const { escapeLiteral } = pg;
 
 /** One event to store. `key` identifies it to the caller (a stream entry id, or a replay file line). */
 export interface LedgerInput {
@@ -315,18 +317,21 @@ export class LedgerWriter {
       const lockKeys = [...new Set(unique.map((p) => p.lockKey))].sort((a, b) => a - b);
       const zones = [...new Set(unique.map((p) => p.event.zone_id))];
       const ranges = producerRanges(unique);
-      // BEGIN and every zone lock in one simple query, in ascending key order (unnest keeps array order).
-      // Keys are integers computed here, so inlining them is safe.
-      await client.query(`BEGIN; SELECT pg_advisory_xact_lock(${ZONE_LOCK_CLASS}, k) FROM unnest(ARRAY[${lockKeys.join(",")}]::int[]) AS k`);
-      // Under the locks: each statement's snapshot now includes every commit of the previous lock holder.
-      const existingRows = lookUpIds
-        ? await client.query<{ id: string; content_sha256: string }>("SELECT id, content_sha256 FROM audit_events WHERE id = ANY($1::text[])", [
-            unique.map((p) => p.event.id),
-          ])
-        : undefined;
-      const headRows = await client.query<{ zone_id: string; chain_seq: string | null; hmac_chain: string | null }>(HEADS_SQL, [zones]);
-      const storedRows =
-        ranges.producers.length > 0 ? await client.query<StoredLink>(PRODUCER_SQL, [ranges.producers, ranges.zones, ranges.from, ranges.to]) : undefined;
+      // One round trip (simple query protocol, several statements): BEGIN, every zone lock in ascending key
+      // order (unnest keeps array order), then the reads, which run after the locks are granted, so each
+      // one's snapshot includes every commit of the previous lock holder (READ COMMITTED). Values are
+      // inlined: integers computed here, strings through escapeLiteral.
+      const statements = [
+        "BEGIN",
+        `SELECT pg_advisory_xact_lock(${ZONE_LOCK_CLASS}, k) FROM unnest(ARRAY[${lockKeys.join(",")}]::int[]) AS k`,
+        headsSql(zones),
+      ];
+      if (ranges.producers.length > 0) statements.push(producerSql(ranges));
+      if (lookUpIds) statements.push(`SELECT id, content_sha256 FROM audit_events WHERE id = ANY(${textArray(unique.map((p) => p.event.id))})`);
+      const results = (await client.query(statements.join(";\n"))) as unknown as pg.QueryResult[];
+      const headRows = results[2] as pg.QueryResult<{ zone_id: string; chain_seq: string | null; hmac_chain: string | null }>;
+      const storedRows = ranges.producers.length > 0 ? (results[3] as pg.QueryResult<StoredLink>) : undefined;
+      const existingRows = lookUpIds ? (results[results.length - 1] as pg.QueryResult<{ id: string; content_sha256: string }>) : undefined;
       // A stored neighbour with the id of a new row is that row, stored before: look the ids up instead.
       if (!lookUpIds && storedRows !== undefined && storedRows.rows.some((r) => firstById.has(r.id))) throw new StoredIdError();
 
@@ -469,32 +474,51 @@ interface StoredLink {
   producer_prev: string | null;
 }
 
-const HEADS_SQL = `
-SELECT z.zone_id, h.chain_seq, h.hmac_chain
-  FROM unnest($1::text[]) AS z(zone_id)
+/** Each zone's head: its row with the highest chain_seq (an index scan backward per zone). */
+function headsSql(zones: readonly string[]): string {
+  return `SELECT z.zone_id, h.chain_seq, h.hmac_chain
+  FROM unnest(${textArray(zones)}) AS z(zone_id)
   LEFT JOIN LATERAL (
     SELECT chain_seq, hmac_chain FROM audit_events e WHERE e.zone_id = z.zone_id ORDER BY chain_seq DESC LIMIT 1
   ) h ON true`;
+}
 
 /**
  * Stored neighbours (seq - 1, seq, seq + 1) of every chained event of the batch: one index range scan per
  * run of a producer's seqs in a zone (see `producerRanges`), not three lookups per event.
  */
-const PRODUCER_SQL = `
-SELECT e.id, e.producer_id, e.zone_id, e.producer_seq, e.sig, e.producer_prev
-  FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS q(producer_id, zone_id, seq_from, seq_to)
+function producerSql(r: ProducerRanges): string {
+  return `SELECT e.id, e.producer_id, e.zone_id, e.producer_seq, e.sig, e.producer_prev
+  FROM unnest(${textArray(r.producers)}, ${textArray(r.zones)}, ${intArray(r.from)}::bigint[], ${intArray(r.to)}::bigint[]) AS q(producer_id, zone_id, seq_from, seq_to)
   JOIN LATERAL (
     SELECT id, producer_id, zone_id, producer_seq, sig, producer_prev FROM audit_events x
      WHERE x.producer_id = q.producer_id AND x.zone_id = q.zone_id AND x.producer_seq BETWEEN q.seq_from AND q.seq_to
   ) e ON true`;
+}
+
+function textArray(values: readonly string[]): string {
+  return `ARRAY[${values.map((v) => escapeLiteral(v)).join(",")}]::text[]`;
+}
+
+function intArray(values: readonly number[]): string {
+  for (const v of values) if (!Number.isSafeInteger(v)) throw new Error(`not an integer: ${v}`);
+  return `ARRAY[${values.join(",")}]`;
+}
+
+interface ProducerRanges {
+  producers: string[];
+  zones: string[];
+  from: number[];
+  to: number[];
+}
 
 /**
- * The seq ranges PRODUCER_SQL reads: per producer and zone, the batch's seqs are cut into runs whose
+ * The seq ranges `producerSql` reads: per producer and zone, the batch's seqs are cut into runs whose
  * consecutive seqs differ by at most 2, and each run [first, last] becomes [first - 1, last + 1]. Every seq
  * in such a range is within 1 of a batch seq, so the ranges return exactly the neighbours the chain checks
  * need; a contiguous batch of a producer costs one range.
  */
-function producerRanges(unique: readonly Prepared[]): { producers: string[]; zones: string[]; from: number[]; to: number[] } {
+function producerRanges(unique: readonly Prepared[]): ProducerRanges {
   const seqsBySlot = new Map<string, { producer: string; zone: string; seqs: number[] }>();
   for (const p of unique) {
     const c = p.event.chain;
@@ -504,7 +528,7 @@ function producerRanges(unique: readonly Prepared[]): { producers: string[]; zon
     if (entry === undefined) seqsBySlot.set(slot, { producer: c.producer, zone: p.event.zone_id, seqs: [c.seq] });
     else entry.seqs.push(c.seq);
   }
-  const out = { producers: [] as string[], zones: [] as string[], from: [] as number[], to: [] as number[] };
+  const out: ProducerRanges = { producers: [], zones: [], from: [], to: [] };
   for (const { producer, zone, seqs } of seqsBySlot.values()) {
     seqs.sort((a, b) => a - b);
     let first = seqs[0] as number;
