@@ -29,12 +29,17 @@ interface Slot {
  * that registers tsx in the worker thread and imports the TypeScript file.
  */
 function newWorker(workerData: unknown): Worker {
+  // A worker holds one batch at a time: a small young generation is enough, and each MiB of it is RSS.
+  const resourceLimits = { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB };
   const js = new URL("./verify-worker.js", import.meta.url);
-  if (existsSync(js)) return new Worker(js, { workerData });
+  if (existsSync(js)) return new Worker(js, { workerData, resourceLimits });
   const ts = new URL("./verify-worker.ts", import.meta.url).href;
   const bootstrap = `import("tsx/esm/api").then((tsx) => { tsx.register(); return import(${JSON.stringify(ts)}); })`;
-  return new Worker(bootstrap, { eval: true, workerData });
+  return new Worker(bootstrap, { eval: true, workerData, resourceLimits });
 }
+
+/** Young generation of a worker, in MiB (V8's default is 3 × the 16 MiB semi-space). */
+const WORKER_YOUNG_GENERATION_MB = 8;
 
 export class VerifyPool implements Verifier {
   private readonly slots: Slot[] = [];
