@@ -72,7 +72,8 @@ export class OutboxDispatcher {
    * Two stages overlap: once batch N's replies are in, one PostgreSQL round trip writes N's outcomes and
    * claims batch N+2 while batch N+1 (claimed by the previous round trip) is signed and published. So the
    * database works while this process signs and Redis answers, and a batch waits for the slower of the
-   * two, not for their sum. Batch N+1 is published only after N's replies are in, so entries of a stream
+   * two, not for their sum (when the database has CPU of its own: where it shares two cores with this
+   * process, `bench:outbox` measures close to the sum). Batch N+1 is published only after N's replies are in, so entries of a stream
    * keep their order; rows of a stream that failed in N are released from N+1 unsent (N+2 is claimed
    * after N's retries are written, so their streams are blocked there). At most two published batches
    * are unmarked at any time (N being marked, N+1 being published): a crash republishes at most those.
@@ -102,14 +103,14 @@ export class OutboxDispatcher {
       while (!signal.aborted) {
         const failedStreams = await settle();
         const redisUp = this.o.redis.status === "ready";
-        if (claimed.rows.length > 0) {
-          inFlight = { promise: this.publish(claimed.rows, failedStreams), rows: claimed.rows, started: claimed.started };
-          claimed = { rows: [], started: 0 };
-        }
         const started = performance.now();
         const writing = marks;
         const exchanging = this.exchange(writing, redisUp ? this.o.batchSize : 0);
         exchanging.catch(() => undefined);
+        if (claimed.rows.length > 0) {
+          inFlight = { promise: this.publish(claimed.rows, failedStreams), rows: claimed.rows, started: claimed.started };
+          claimed = { rows: [], started: 0 };
+        }
         let guarded: boolean;
         try {
           let rows: ClaimedRow[];

@@ -1,8 +1,9 @@
 /**
  * `pnpm bench:outbox`: the outbox dispatcher against raw pipelined XADD of the same messages, in the same
- * run, on a fresh database and key prefix; and commit -> XADD latency at a steady 1,000 rows/s with
- * NOTIFY beside the upstream design (poll every 250 ms, no NOTIFY). Prints a table and writes
- * bench-results/outbox.json.
+ * run, on a fresh database and key prefix, with each stage of a batch also timed alone (the database
+ * round trip without Redis, the publish without PostgreSQL); and commit -> XADD latency at a steady
+ * 1,000 rows/s with NOTIFY beside the upstream design (poll every 250 ms, no NOTIFY). Prints a table and
+ * writes bench-results/outbox.json.
  *
  * Environment: DATABASE_URL (admin URL; a scratch database is created and dropped), REDIS_URL,
  * BENCH_ROWS (default 20000), BENCH_ROUNDS (default 2, best of), BENCH_BATCH (default 32, the seed's
@@ -11,8 +12,9 @@
 import { randomBytes, randomUUID } from "node:crypto";
 
 import { createPool, migrateDatabase } from "@caracal/db";
-import { OUTBOX_CHANNEL, enqueue } from "@caracal/outbox";
+import { OUTBOX_CHANNEL, enqueue, outboxEntry } from "@caracal/outbox";
 import type { Fields } from "@caracal/streams-core";
+import type { PublishEntry } from "@caracal/streams-core";
 import { StreamPublisher, StreamSigner, Topics, fieldsToArgs, streamKey } from "@caracal/streams-core";
 import type { BenchMetric } from "@caracal/testkit/bench-report";
 import { deletePrefix, ratioMetric, reportBench } from "@caracal/testkit/bench-report";
@@ -23,6 +25,8 @@ import { pino } from "pino";
 import { OutboxDispatcher } from "../dispatcher.js";
 import { NotifyListener } from "../listener.js";
 import { createMetrics } from "../metrics.js";
+import type { ClaimedRow, ExchangeRow, RowOutcome } from "../sql.js";
+import { EXCHANGE_SQL, exchangeParams } from "../sql.js";
 
 type Metric = BenchMetric;
 
@@ -92,6 +96,8 @@ async function main(): Promise<void> {
     // (batches of BATCH, one in flight, as the dispatcher) of the same pre-signed messages.
     let dispatchBest = Infinity;
     let rawBest = Infinity;
+    let databaseBest = Infinity;
+    let publishBest = Infinity;
     for (let round = 0; round < ROUNDS; round++) {
       const events = Array.from({ length: ROWS }, (_, i) => revocation(i));
       const ids = events.map((_, i) => `r${round}-${String(i).padStart(7, "0")}`);
@@ -125,8 +131,17 @@ async function main(): Promise<void> {
       const { rows } = await pool.query("SELECT count(*)::int AS n FROM event_outbox WHERE dispatched_at IS NULL");
       if (rows[0].n !== 0) throw new Error(`round ${round}: ${rows[0].n} rows left undispatched`);
       dispatchBest = Math.min(dispatchBest, seconds);
-      log(`  round ${round}: dispatcher ${Math.round(ROWS / seconds)} rows/s, raw XADD ${Math.round(ROWS / rawBest)} rows/s`);
       await resetTable();
+
+      // Each stage of a batch alone, on the same rows: where the dispatcher's time goes.
+      const database = await databaseStageAlone(ids, events);
+      databaseBest = Math.min(databaseBest, database);
+      const publish = await publishStageAlone(ids, events, `${prefix}p${round}:`);
+      publishBest = Math.min(publishBest, publish);
+      log(
+        `  round ${round}: dispatcher ${Math.round(ROWS / seconds)} rows/s, raw XADD ${Math.round(ROWS / rawBest)} rows/s; ` +
+          `stages alone: database ${Math.round(ROWS / database)} rows/s, publish ${Math.round(ROWS / publish)} rows/s`,
+      );
     }
     metrics.push(
       ratioMetric(
@@ -135,6 +150,18 @@ async function main(): Promise<void> {
         Math.round(ROWS / rawBest),
         "rows/s",
         ">= 0.50",
+      ),
+      ratioMetric(
+        `database stage alone (one outbox_exchange per batch: write ${BATCH} outcomes + claim ${BATCH}; no Redis) vs raw pipelined XADD`,
+        Math.round(ROWS / databaseBest),
+        Math.round(ROWS / rawBest),
+        "rows/s",
+      ),
+      ratioMetric(
+        `publish stage alone (validate + sign + pipelined XADD of the same rows, batch ${BATCH}; no PostgreSQL) vs raw pipelined XADD`,
+        Math.round(ROWS / publishBest),
+        Math.round(ROWS / rawBest),
+        "rows/s",
       ),
     );
 
@@ -175,6 +202,59 @@ async function main(): Promise<void> {
    */
   async function resetTable(): Promise<void> {
     await pool.query("TRUNCATE event_outbox");
+  }
+
+  /**
+   * Seconds to drain `ids` (inserted here) with nothing but the dispatcher's PostgreSQL round trips: each
+   * `outbox_exchange` marks the previous batch dispatched and claims the next, one call in flight, as the
+   * dispatcher does, with no Redis and no signing.
+   */
+  async function databaseStageAlone(ids: readonly string[], events: readonly Fields[]): Promise<number> {
+    await pool.query(
+      `INSERT INTO event_outbox (id, stream_name, payload_json) SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[])`,
+      [ids, ids.map(() => topic.stream), events.map((e) => JSON.stringify(e))],
+    );
+    const owner = `bench-db-${randomBytes(3).toString("hex")}`;
+    let marks: RowOutcome[] = [];
+    let done = 0;
+    const t0 = performance.now();
+    for (;;) {
+      const { rows } = await pool.query<ExchangeRow>({ name: "outbox_exchange", text: EXCHANGE_SQL, values: exchangeParams(marks, BATCH, 30_000, owner) });
+      const claimed = rows.filter((r): r is ExchangeRow & ClaimedRow => r.id !== null);
+      if (claimed.length === 0 && marks.length === 0) break;
+      done += claimed.length;
+      marks = claimed.map((r, i) => ({ kind: "dispatched", id: r.id, entryId: `1-${done + i}` }));
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    if (done !== ids.length) throw new Error(`database stage claimed ${done} of ${ids.length} rows`);
+    await resetTable();
+    return seconds;
+  }
+
+  /**
+   * Seconds to publish the same rows with nothing but the dispatcher's Redis side: per batch, each row's
+   * payload (as parsed from PostgreSQL) is flattened and validated (`outboxEntry`), then signed and sent
+   * in one pipeline by the dispatcher's publisher; one batch in flight.
+   */
+  async function publishStageAlone(ids: readonly string[], events: readonly Fields[], keyPrefix: string): Promise<number> {
+    const client = new Redis(REDIS_URL, { maxRetriesPerRequest: 20 });
+    await client.ping();
+    const publisher = new StreamPublisher({ redis: client, signing, keyPrefix, maxLenFor: () => MAXLEN });
+    const payloads = events.map((e) => JSON.parse(JSON.stringify(e)) as unknown);
+    const t0 = performance.now();
+    for (let i = 0; i < ids.length; i += BATCH) {
+      const entries: PublishEntry[] = [];
+      for (let j = i; j < Math.min(i + BATCH, ids.length); j++) {
+        const check = outboxEntry(topic.stream, payloads[j], ids[j] as string);
+        if (!check.ok) throw new Error(check.message);
+        entries.push({ stream: check.topic.stream, fields: check.fields });
+      }
+      const results = await publisher.publishBatch(entries);
+      if (!results.every((r) => r.ok)) throw new Error("publish stage: an XADD failed");
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    client.disconnect();
+    return seconds;
   }
 
   /**
