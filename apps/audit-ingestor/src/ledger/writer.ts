@@ -348,11 +348,9 @@ export class LedgerWriter {
       }
 
       const markStored = fresh.length > 0 ? this.checkProducerChains(fresh, storedRows?.rows ?? [], alerts) : [];
-      this.assignChain(headRows.rows, fresh);
       try {
-        if (fresh.length > 0) {
-          await copyRows(client, fresh);
-        }
+        // chain links are hashed while the COPY streams, so PostgreSQL inserts the first rows meanwhile
+        if (fresh.length > 0) await copyRows(client, fresh, this.chainAssigner(headRows.rows));
         if (markStored.length > 0) await client.query("UPDATE audit_events SET tamper_detected = true WHERE id = ANY($1::text[])", [markStored]);
         if (alerts.length > 0) {
           await client.query(ALERT_SQL, [alerts.map((a) => a.zoneId), alerts.map((a) => a.eventId), alerts.map((a) => a.kind), alerts.map((a) => JSON.stringify(a.detail))]);
@@ -379,18 +377,22 @@ export class LedgerWriter {
     }
   }
 
-  /** Assigns `chain_seq` / `hmac_chain` in batch order from each zone's head (read under its lock). */
-  private assignChain(heads: ReadonlyArray<{ zone_id: string; chain_seq: string | null; hmac_chain: string | null }>, rows: NewRow[]): void {
+  /**
+   * Assigns `chain_seq` / `hmac_chain` to rows handed in batch order, from each zone's head (read under
+   * its lock).
+   */
+  private chainAssigner(heads: ReadonlyArray<{ zone_id: string; chain_seq: string | null; hmac_chain: string | null }>): (row: NewRow) => void {
     const head = new Map<string, { seq: number; chain: string }>();
     for (const r of heads) head.set(r.zone_id, { seq: r.chain_seq === null ? 0 : Number(r.chain_seq), chain: r.hmac_chain ?? "" });
-    for (const row of rows) {
-      const h = head.get(row.prepared.event.zone_id) ?? { seq: 0, chain: "" };
+    return (row) => {
+      const zone = row.prepared.event.zone_id;
+      let h = head.get(zone);
+      if (h === undefined) head.set(zone, (h = { seq: 0, chain: "" }));
       h.seq += 1;
       h.chain = chainLink(this.auditKey, h.chain, row.contentSha);
       row.chainSeq = h.seq;
       row.hmacChain = h.chain;
-      head.set(row.prepared.event.zone_id, h);
-    }
+    };
   }
 
   /**
@@ -604,16 +606,29 @@ function copyPrefix(input: LedgerInput, contentSha: string): string {
   return text;
 }
 
-async function copyRows(client: pg.PoolClient, rows: readonly NewRow[]): Promise<void> {
-  const lines: string[] = [];
-  // hmac_chain is hex and chain_seq an integer: neither needs escaping
-  for (const r of rows) lines.push(`${r.prepared.copyPrefix}${r.hmacChain}\t${r.tamper ? "t" : "f"}\t${r.chainSeq}\n`);
+/** Rows of COPY text per write to the socket: PostgreSQL starts on a chunk while the next one is built. */
+const COPY_CHUNK_ROWS = 128;
+
+/** COPYs `rows`, calling `assign` on each (in order) just before its line is built. */
+async function copyRows(client: pg.PoolClient, rows: readonly NewRow[], assign: (row: NewRow) => void): Promise<void> {
   const stream = client.query(copyFrom(COPY_SQL));
-  await new Promise<void>((resolve, reject) => {
+  const finished = new Promise<void>((resolve, reject) => {
     stream.on("error", reject);
     stream.on("finish", () => resolve());
-    stream.end(Buffer.from(lines.join(""), "utf8"));
   });
+  let chunk = "";
+  for (let i = 0; i < rows.length; i++) {
+    const r = rows[i] as NewRow;
+    assign(r);
+    // hmac_chain is hex and chain_seq an integer: neither needs escaping
+    chunk += `${r.prepared.copyPrefix}${r.hmacChain}\t${r.tamper ? "t" : "f"}\t${r.chainSeq}\n`;
+    if ((i + 1) % COPY_CHUNK_ROWS === 0) {
+      stream.write(chunk, "utf8");
+      chunk = "";
+    }
+  }
+  stream.end(chunk, "utf8");
+  await finished;
 }
 
 function replayError(id: string): RejectedMessageError {
