@@ -67,6 +67,7 @@ DECLARE
   v_seen bigint;
   v_last xid8;
   v_ids text[];
+  v_claimed bigint := 0;
 BEGIN
   -- Losing an outcome or a lease in a database crash only republishes rows (same outbox_id). No JIT: a
   -- widened prefix read (thousands of rows backing off) can cost enough to trigger a compilation that
@@ -135,17 +136,6 @@ BEGIN
     v_window := v_window * 4;
   END LOOP;
 
-  IF coalesce(cardinality(v_ids), 0) = 0 THEN
-    RETURN QUERY SELECT NULL::text, NULL::text, NULL::jsonb, NULL::integer,
-      coalesce((
-        -- The newest pending row, read backwards from the pending index.
-        SELECT coalesce(o.tx_id, '0'::xid8) FROM event_outbox o
-        WHERE o.dispatched_at IS NULL AND o.failed_at IS NULL
-        ORDER BY coalesce(o.tx_id, '0'::xid8) DESC LIMIT 1
-      ) >= v_bound, false);
-    RETURN;
-  END IF;
-
   -- SKIP LOCKED: a row another transaction holds (a replica marking a row whose lease expired) is left
   -- for later; waiting for it under the claim lock could deadlock with a replica that marks, then waits
   -- for the claim lock. The pending test is written with coalesce so that it does not match the
@@ -166,5 +156,16 @@ BEGIN
       coalesce(o.tx_id, '0'::xid8) AS k1, coalesce(o.seq, 0) AS k2, o.created_at AS k3
   )
   SELECT l.id, l.stream_name, l.payload_json, l.attempts, false FROM leased l ORDER BY l.k1, l.k2, l.k3, l.id;
+  GET DIAGNOSTICS v_claimed = ROW_COUNT;
+
+  IF v_claimed = 0 THEN
+    RETURN QUERY SELECT NULL::text, NULL::text, NULL::jsonb, NULL::integer,
+      coalesce((
+        -- The newest pending row, read backwards from the pending index.
+        SELECT coalesce(o.tx_id, '0'::xid8) FROM event_outbox o
+        WHERE o.dispatched_at IS NULL AND o.failed_at IS NULL
+        ORDER BY coalesce(o.tx_id, '0'::xid8) DESC LIMIT 1
+      ) >= v_bound, false);
+  END IF;
 END
 $$;
