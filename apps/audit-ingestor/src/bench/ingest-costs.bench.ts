@@ -9,7 +9,10 @@ import { StreamSigner, Topics, auditEventSchema, signAuditData, verifyAuditFrame
 import type { BenchMetric } from "@caracal/testkit/bench-report";
 import { ratioMetric, reportBench } from "@caracal/testkit/bench-report";
 
-import { chainLink, contentSha256 } from "../ledger/content.js";
+import canonicalize from "canonicalize";
+
+import { verifyEntries } from "../ingest/verify.js";
+import { canonicalJson, chainLink, contentSha256 } from "../ledger/content.js";
 
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 2000);
 const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 20));
@@ -55,7 +58,11 @@ const steps: Array<[string, (i: number) => unknown]> = [
   ["frame verify (frame schema + sig HMAC + JSON.parse + event schema)", (i) => verifyAuditFrame(frames[i]!, auditKey)],
   ["event schema alone (zod)", (i) => auditEventSchema.safeParse(parsed[i])],
   ["content_sha256 (RFC 8785 + SHA-256)", (i) => contentSha256(parsed[i])],
+  ["RFC 8785 with the canonicalize package (the former path, for comparison)", (i) => canonicalize(parsed[i])],
+  ["RFC 8785 alone (canonicalJson)", (i) => canonicalJson(parsed[i])],
   ["hmac_chain link", (i) => chainLink(auditKey, frames[i]!.sig as string, frames[i]!.sig as string)],
 ];
+// the whole verify step as the handler runs it: frame verify + content_sha256 + the row's COPY text
+steps.push(["verify step (verifyEntries: frame verify + content_sha256 + COPY text)", (i) => verifyEntries([{ id: "1-1", fields: frames[i]!, redelivered: false }], auditKey)]);
 const metrics: BenchMetric[] = steps.map(([name, step]) => ratioMetric(`${name}, µs per event vs JSON.parse of data`, cost(step), baseline, "µs"));
 reportBench("audit-costs", metrics, { events: EVENTS, rounds: ROUNDS, jsonParseMicros: baseline });
