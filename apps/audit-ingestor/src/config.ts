@@ -3,6 +3,8 @@
  * defaults, plus the settings this project adds. Every bad variable is named in one ConfigError; values
  * are never echoed (a bad value may be a key).
  */
+import { availableParallelism } from "node:os";
+
 import { ConfigError, parseHmacKey } from "@caracal/streams-core";
 import type { CaracalServiceSettings } from "@caracal/service-kit";
 import { ConfigProblems, caracalModeOf, caracalServiceEnv, caracalServiceSettings, databaseUrlVar, intVar, loadEnv, streamSigningFromEnv } from "@caracal/service-kit";
@@ -52,17 +54,17 @@ export const envSchema = z.object({
   AUDIT_BATCH_SIZE: intVar(100, { min: 1, max: 10_000 }),
   /**
    * Batches handled at once; batches waiting for the ledger are merged into one transaction (group commit).
-   * Default 16: with fewer, the reader stalls while a transaction commits (bench:audit: 4 → 0.25 of COPY,
-   * 16 → 0.30, 32 → 0.34 on 2 cores).
+   * Default 16: with fewer, the reader stalls while a transaction commits (the sweep in
+   * docs/benchmarks.md; above 16 the gain is within the noise of the 2-core bench machine).
    */
   AUDIT_CONCURRENCY: intVar(16, { min: 1, max: 64 }),
   /**
-   * Worker threads that verify and hash entries (frame sig, JSON, schema, content_sha256) while the main
-   * thread reads, writes the ledger and acks; 0 verifies on the main thread. Default 0: on the 2-core
-   * bench machine one worker changed nothing (its CPU is shared with PostgreSQL and Redis) and added about
-   * 50 MiB of RSS; give it threads where the ingestor has cores of its own.
+   * Worker threads that verify and hash entries (frame sig, JSON, schema, content_sha256, COPY text) while
+   * the main thread reads, writes the ledger and acks; 0 verifies on the main thread. Default 1 where
+   * there are at least 2 CPUs, else 0. bench:audit on 2 cores: 0.45 of COPY with 0 workers, 0.48 with 1,
+   * for about 45 MiB more RSS per worker; more workers pay off only where the ingestor has more cores.
    */
-  AUDIT_VERIFY_WORKERS: intVar(0, { min: 0, max: 64 }),
+  AUDIT_VERIFY_WORKERS: intVar(availableParallelism() >= 2 ? 1 : 0, { min: 0, max: 64 }),
   /** The audit publisher's spill directory, replayed at start. Unset: no replay. */
   AUDIT_REPLAY_DIR: z.string().optional(),
 });

@@ -5,10 +5,12 @@
  * is the same work on the calling thread. Both give one outcome per entry, in order.
  */
 import type { DeadLetterReason, Fields } from "@caracal/streams-core";
-import { RejectedMessageError, errorMessage, verifyAuditFrame } from "@caracal/streams-core";
+// light subpaths (zod and node:crypto only): worker threads load this module, and nothing of ioredis or pg
+import { verifyAuditFrame } from "@caracal/streams-core/audit-frame";
+import { RejectedMessageError, errorMessage } from "@caracal/streams-core/errors";
 
-import type { PreparedEvent } from "../ledger/writer.js";
-import { prepareLedgerInput } from "../ledger/writer.js";
+import type { PreparedEvent } from "../ledger/prepare.js";
+import { prepareLedgerInput } from "../ledger/prepare.js";
 
 /** One stream entry to verify. Plain data: it crosses to a worker thread by structured clone. */
 export interface EntryToVerify {

@@ -4,7 +4,8 @@
  */
 import { createHmac, hash } from "node:crypto";
 
-import { RejectedMessageError } from "@caracal/streams-core";
+// the light subpath: verify worker threads load this module
+import { RejectedMessageError } from "@caracal/streams-core/errors";
 
 /** Deeper `data` is rejected rather than canonicalized (an audit event is a few levels deep). */
 export const MAX_JSON_DEPTH = 256;

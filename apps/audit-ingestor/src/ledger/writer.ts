@@ -14,34 +14,20 @@
  * - Producer-chain forks and broken links set `tamper_detected` (on the new row and on the stored row they
  *   contradict) and write alerts; gaps are left to the sweeper (the missing event may still be redelivered).
  */
-import { hash } from "node:crypto";
-
-import type { AuditEvent } from "@caracal/streams-core";
 import { RejectedMessageError } from "@caracal/streams-core";
 import pg from "pg";
 import { from as copyFrom } from "pg-copy-streams";
 
-import { chainLink, contentSha256 } from "./content.js";
+import { chainLink } from "./content.js";
+import type { LedgerInput, PreparedEvent } from "./prepare.js";
+import { COPY_SQL, prepareLedgerInput } from "./prepare.js";
+
+export type { LedgerInput, PreparedEvent } from "./prepare.js";
+export { actorIdOf, prepareLedgerInput, resourceIdOf, zoneLockKey } from "./prepare.js";
+
+type Prepared = PreparedEvent;
 
 const { escapeLiteral } = pg;
-
-/** One event to store. `key` identifies it to the caller (a stream entry id, or a replay file line). */
-export interface LedgerInput {
-  readonly key: string;
-  /** The event as validated by the audit event schema. */
-  readonly event: AuditEvent;
-  /** The `data` text exactly as received (stored as `payload_json`, hashed after a plain JSON parse). */
-  readonly data: string;
-  /** `JSON.parse(data)` if the caller already has it (saves a second parse); parsed here otherwise. */
-  readonly json?: unknown;
-  readonly sig: string | undefined;
-  readonly streamEntryId: string | undefined;
-  /**
-   * The event may already be stored (a redelivered stream entry, a replayed file): its batch looks its ids
-   * up before the COPY instead of learning about them from a unique violation (see `writeOnce`).
-   */
-  readonly redelivered?: boolean;
-}
 
 export type TamperKind = "tamper_on_replay" | "fork" | "broken_link";
 
@@ -76,20 +62,6 @@ export interface LedgerWriterOptions {
 /** Class id of the zone locks in PostgreSQL's two-int advisory lock space ("AUDT"). */
 export const ZONE_LOCK_CLASS = 0x41554454;
 
-/** The int4 advisory lock key of a zone: the first 4 bytes of SHA-256(zone_id), signed. */
-export function zoneLockKey(zoneId: string): number {
-  let key = zoneLockKeys.get(zoneId);
-  if (key === undefined) {
-    key = hash("sha256", zoneId, "buffer").readInt32BE(0);
-    // Zones are few; the bound only keeps a flood of distinct zone ids from growing the map without end.
-    if (zoneLockKeys.size >= 10_000) zoneLockKeys.clear();
-    zoneLockKeys.set(zoneId, key);
-  }
-  return key;
-}
-
-const zoneLockKeys = new Map<string, number>();
-
 const ALERT_SQL = `
 INSERT INTO audit_tamper_alerts (zone_id, event_id, kind, detail)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[])`;
@@ -104,67 +76,12 @@ class StoredIdError extends Error {
   }
 }
 
-/**
- * An event with everything that does not depend on its zone's head computed before its transaction
- * (`prepareLedgerInput`). Plain data (structured-clonable): a verify worker thread can build it.
- */
-export interface PreparedEvent {
-  readonly key: string;
-  /** The fields of the event the ledger logic reads; the rest is already in `copyPrefix`. */
-  readonly event: { readonly id: string; readonly zone_id: string; readonly chain?: { readonly producer: string; readonly seq: number; readonly prev: string } | undefined };
-  readonly sig: string | undefined;
-  readonly streamEntryId: string | undefined;
-  readonly redelivered: boolean;
-  readonly contentSha: string;
-  readonly lockKey: number;
-  /** The COPY text of every column but the three assigned under the zone lock (see COPY_SQL). */
-  readonly copyPrefix: string;
-}
-type Prepared = PreparedEvent;
-
-/**
- * Hashes and formats an input for the ledger. Throws RejectedMessageError("parse_error") when its data
- * has no canonical form.
- */
-export function prepareLedgerInput(input: LedgerInput): PreparedEvent {
-  let contentSha: string;
-  try {
-    contentSha = contentSha256(input.json ?? JSON.parse(input.data));
-  } catch (error) {
-    throw error instanceof RejectedMessageError ? error : new RejectedMessageError("parse_error", String(error));
-  }
-  const e = input.event;
-  return {
-    key: input.key,
-    event: { id: e.id, zone_id: e.zone_id, chain: e.chain === undefined ? undefined : { producer: e.chain.producer, seq: e.chain.seq, prev: e.chain.prev } },
-    sig: input.sig,
-    streamEntryId: input.streamEntryId,
-    redelivered: input.redelivered === true,
-    contentSha,
-    lockKey: zoneLockKey(e.zone_id),
-    copyPrefix: copyPrefix(input, contentSha),
-  };
-}
-
 interface NewRow {
   readonly prepared: Prepared;
   readonly contentSha: string;
   tamper: boolean;
   chainSeq: number;
   hmacChain: string;
-}
-
-/** Columns derived from the event; the sweeper checks stored columns against the same derivation. */
-export function actorIdOf(event: Record<string, unknown>): string | null {
-  const meta = event.metadata_json as Record<string, unknown> | undefined;
-  const v = event.actor_id ?? meta?.actor_id ?? meta?.subject ?? meta?.application_id;
-  return typeof v === "string" ? v : null;
-}
-
-export function resourceIdOf(event: Record<string, unknown>): string | null {
-  const meta = event.metadata_json as Record<string, unknown> | undefined;
-  const v = event.resource_id ?? meta?.resource_id ?? meta?.resource;
-  return typeof v === "string" ? v : null;
 }
 
 export class LedgerWriter {
@@ -552,58 +469,6 @@ function producerRanges(unique: readonly Prepared[]): ProducerRanges {
     push();
   }
   return out;
-}
-
-/**
- * The last three columns are the ones assigned under the zone lock; everything before them is built
- * before the transaction (`copyPrefix`), so the locked part of a write formats only these.
- */
-const COPY_SQL = `COPY audit_events (
-  id, zone_id, event_type, actor_id, resource_id, decision, evaluation_status, request_id,
-  policy_set_id, policy_set_version_id, manifest_sha, payload_json, determining_policies_json,
-  diagnostics_json, metadata_json, occurred_at, content_sha256,
-  sig, producer_id, producer_seq, producer_prev, stream_entry_id,
-  hmac_chain, tamper_detected, chain_seq
-) FROM STDIN`;
-
-/** COPY text format: NULL is \\N; backslash, tab, newline and carriage return are escaped. */
-function copyValue(v: unknown): string {
-  if (v === null || v === undefined) return "\\N";
-  const text = typeof v === "string" ? v : typeof v === "object" ? JSON.stringify(v) : typeof v === "boolean" ? (v ? "t" : "f") : String(v);
-  return /[\\\t\n\r]/.test(text) ? text.replace(/[\\\t\n\r]/g, (c) => (c === "\\" ? "\\\\" : c === "\t" ? "\\t" : c === "\n" ? "\\n" : "\\r")) : text;
-}
-
-/** The COPY text of a row's columns up to `stream_entry_id`, tab-terminated. */
-function copyPrefix(input: LedgerInput, contentSha: string): string {
-  const e = input.event;
-  const c = e.chain;
-  const values: unknown[] = [
-    e.id,
-    e.zone_id,
-    e.event_type,
-    actorIdOf(e),
-    resourceIdOf(e),
-    e.decision,
-    e.evaluation_status,
-    e.request_id,
-    e.policy_set_id,
-    e.policy_set_version_id,
-    e.manifest_sha,
-    input.data,
-    e.determining_policies_json,
-    e.diagnostics_json,
-    e.metadata_json,
-    e.occurred_at,
-    contentSha,
-    input.sig,
-    c?.producer,
-    c?.seq,
-    c?.prev,
-    input.streamEntryId,
-  ];
-  let text = "";
-  for (const v of values) text += `${copyValue(v)}\t`;
-  return text;
 }
 
 /** Rows of COPY text per write to the socket: PostgreSQL starts on a chunk while the next one is built. */
