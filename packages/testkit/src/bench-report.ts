@@ -122,6 +122,18 @@ export function postgresCpuSeconds(serverPid: number | undefined): number | unde
   return ticks / ticksPerSecond;
 }
 
+/** CPU seconds (user + system, all threads) used so far by process `pid` on this host; undefined if unknown. */
+export function pidCpuSeconds(pid: number | undefined): number | undefined {
+  const s = pid === undefined ? undefined : procStat(pid);
+  return s === undefined ? undefined : (Number(s[11]) + Number(s[12])) / 100;
+}
+
+/** The pid of the Redis server behind `redis` (INFO server `process_id`), for `pidCpuSeconds`. */
+export async function redisServerPid(redis: Redis): Promise<number | undefined> {
+  const match = /process_id:(\d+)/.exec(await redis.info("server"));
+  return match === null ? undefined : Number(match[1]);
+}
+
 /** CPU seconds (user + system) used so far by this process. */
 export function processCpuSeconds(): number {
   const u = process.cpuUsage();

@@ -17,7 +17,7 @@ import type { Fields } from "@caracal/streams-core";
 import type { PublishEntry } from "@caracal/streams-core";
 import { StreamPublisher, StreamSigner, Topics, fieldsToArgs, streamKey } from "@caracal/streams-core";
 import type { BenchMetric } from "@caracal/testkit/bench-report";
-import { deletePrefix, ratioMetric, reportBench } from "@caracal/testkit/bench-report";
+import { deletePrefix, pidCpuSeconds, plainMetric, postgresCpuSeconds, postgresServerPid, processCpuSeconds, ratioMetric, redisServerPid, reportBench } from "@caracal/testkit/bench-report";
 import { Redis } from "ioredis";
 import pg from "pg";
 import { pino } from "pino";
@@ -61,6 +61,13 @@ function withDatabase(url: string, name: string): string {
   return u.toString();
 }
 
+/** CPU seconds of the dispatcher process and of the servers (undefined where /proc cannot tell). */
+interface CpuSpent {
+  node: number;
+  postgres: number | undefined;
+  redis: number | undefined;
+}
+
 async function main(): Promise<void> {
   const dbName = `caracal_bench_${randomBytes(4).toString("hex")}`;
   const admin = new pg.Client({ connectionString: DATABASE_URL });
@@ -98,6 +105,18 @@ async function main(): Promise<void> {
     let rawBest = Infinity;
     let databaseBest = Infinity;
     let publishBest = Infinity;
+    let dispatchCpu: CpuSpent | undefined;
+    // Where the dispatcher's time goes: CPU of this process, of the PostgreSQL server and of Redis (/proc).
+    const servers = {
+      postgres: postgresServerPid((await pool.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")).rows[0]!.pid),
+      redis: await redisServerPid(redis),
+    };
+    const cpuNow = (): CpuSpent => ({ node: processCpuSeconds(), postgres: postgresCpuSeconds(servers.postgres), redis: pidCpuSeconds(servers.redis) });
+    const cpuSince = (start: CpuSpent): CpuSpent => {
+      const now = cpuNow();
+      const minus = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined ? undefined : a - b);
+      return { node: now.node - start.node, postgres: minus(now.postgres, start.postgres), redis: minus(now.redis, start.redis) };
+    };
     for (let round = 0; round < ROUNDS; round++) {
       const events = Array.from({ length: ROWS }, (_, i) => revocation(i));
       const ids = events.map((_, i) => `r${round}-${String(i).padStart(7, "0")}`);
@@ -120,16 +139,19 @@ async function main(): Promise<void> {
       await client.ping();
       const dispatcher = newDispatcher(client, keyPrefix, 50);
       const controller = new AbortController();
+      const cpu0 = cpuNow();
       const t1 = performance.now();
       const run = dispatcher.run(controller.signal);
       const key = streamKey(topic.stream, keyPrefix);
       while ((await redis.xlen(key)) < ROWS) await new Promise((r) => setTimeout(r, 5));
       const seconds = (performance.now() - t1) / 1000;
+      const cpu = cpuSince(cpu0);
       controller.abort();
       await run;
       client.disconnect();
       const { rows } = await pool.query("SELECT count(*)::int AS n FROM event_outbox WHERE dispatched_at IS NULL");
       if (rows[0].n !== 0) throw new Error(`round ${round}: ${rows[0].n} rows left undispatched`);
+      if (seconds < dispatchBest) dispatchCpu = cpu;
       dispatchBest = Math.min(dispatchBest, seconds);
       await resetTable();
 
@@ -164,6 +186,17 @@ async function main(): Promise<void> {
         "rows/s",
       ),
     );
+    // CPU per row of the fastest dispatcher round; the three share the machine's cores.
+    const perRow = (seconds: number | undefined) => (seconds === undefined ? undefined : Math.round((seconds / ROWS) * 1e7) / 10);
+    for (const [who, seconds] of [
+      ["dispatcher process", dispatchCpu?.node],
+      ["PostgreSQL server", dispatchCpu?.postgres],
+      ["Redis server", dispatchCpu?.redis],
+      ["wall", dispatchBest],
+    ] as const) {
+      const value = perRow(seconds);
+      if (value !== undefined) metrics.push(plainMetric(who === "wall" ? "dispatch wall time µs per row" : `dispatch CPU µs per row, ${who}`, value, "µs"));
+    }
 
     // (b) Latency at a steady RATE rows/s: one single-row transaction per row, commit -> XADD measured from
     // the moment COMMIT returned to the entry id's timestamp (Redis clock, same host, 1 ms resolution).
