@@ -194,7 +194,6 @@ export class LedgerWriter {
           continue;
         }
         if (!(error instanceof ConcurrentInsertError) || attempt >= this.maxConflictRetries) throw error;
-        lookUpIds = true;
       }
     }
   }
