@@ -139,3 +139,27 @@ export function processCpuSeconds(): number {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1e6;
 }
+
+/** CPU seconds spent by this process and by the database and Redis servers (undefined where /proc cannot tell). */
+export interface CpuSpent {
+  node: number;
+  postgres: number | undefined;
+  redis: number | undefined;
+}
+
+/**
+ * Measures the CPU of this process, of the PostgreSQL server and of the Redis server over a phase:
+ * `const start = meter.now(); ...; const spent = meter.since(start)`. The server pids come from
+ * `postgresServerPid` and `redisServerPid` (undefined: that figure is left out).
+ */
+export function cpuMeter(servers: { postgres?: number | undefined; redis?: number | undefined }): { now(): CpuSpent; since(start: CpuSpent): CpuSpent } {
+  const now = (): CpuSpent => ({ node: processCpuSeconds(), postgres: postgresCpuSeconds(servers.postgres), redis: pidCpuSeconds(servers.redis) });
+  const minus = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined ? undefined : a - b);
+  return {
+    now,
+    since: (start) => {
+      const end = now();
+      return { node: end.node - start.node, postgres: minus(end.postgres, start.postgres), redis: minus(end.redis, start.redis) };
+    },
+  };
+}

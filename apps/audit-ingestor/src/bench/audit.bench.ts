@@ -22,8 +22,8 @@ import { fileURLToPath } from "node:url";
 import { migrateDatabase } from "@caracal/db";
 import type { Fields } from "@caracal/streams-core";
 import { StreamPublisher, Topics, signAuditData, signaturePolicy, streamKey } from "@caracal/streams-core";
-import type { BenchMetric } from "@caracal/testkit/bench-report";
-import { postgresCpuSeconds, postgresServerPid, processCpuSeconds, reportBench } from "@caracal/testkit/bench-report";
+import type { BenchMetric, CpuSpent } from "@caracal/testkit/bench-report";
+import { cpuMeter, postgresServerPid, reportBench } from "@caracal/testkit/bench-report";
 import { Redis } from "ioredis";
 import pg from "pg";
 import { from as copyFrom, to as copyTo } from "pg-copy-streams";
@@ -144,21 +144,16 @@ function pairs(flat: unknown[]): Array<[string, unknown]> {
 
 interface PhaseCost {
   seconds: number;
-  /** CPU seconds of this process and of the PostgreSQL server during the phase (undefined off Linux). */
-  nodeCpu: number;
-  postgresCpu: number | undefined;
+  cpu: CpuSpent;
 }
 
 /** Runs `phase`, measuring wall time and the CPU of this process and of PostgreSQL. */
-async function measured(serverPid: number | undefined, phase: () => Promise<void>): Promise<PhaseCost> {
-  const pg0 = postgresCpuSeconds(serverPid);
-  const node0 = processCpuSeconds();
+async function measured(meter: ReturnType<typeof cpuMeter>, phase: () => Promise<void>): Promise<PhaseCost> {
+  const start = meter.now();
   const t0 = performance.now();
   await phase();
   const seconds = (performance.now() - t0) / 1000;
-  const nodeCpu = processCpuSeconds() - node0;
-  const pg1 = postgresCpuSeconds(serverPid);
-  return { seconds, nodeCpu, postgresCpu: pg0 === undefined || pg1 === undefined ? undefined : pg1 - pg0 };
+  return { seconds, cpu: meter.since(start) };
 }
 
 /** Ingests until every entry is committed and acknowledged; checks the row count once at the end. */
@@ -218,7 +213,7 @@ async function main(): Promise<void> {
     const auditKey = Buffer.from(AUDIT_KEY_HEX, "hex");
 
     // 1. ingest throughput vs raw COPY of the same rows into the same table, best of BENCH_ROUNDS each
-    const serverPid = postgresServerPid((await pool.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")).rows[0]!.pid);
+    const meter = cpuMeter({ postgres: postgresServerPid((await pool.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")).rows[0]!.pid) });
     let ingested: PhaseCost | undefined;
     let copied: PhaseCost | undefined;
     for (let round = 0; round < ROUNDS; round++) {
@@ -228,13 +223,13 @@ async function main(): Promise<void> {
       process.stdout.write(`round ${round + 1}/${ROUNDS}: pre-filling ${EVENTS} signed events ...\n`);
       await prefill(redis, p1, EVENTS, auditKey);
       process.stdout.write(`round ${round + 1}/${ROUNDS}: ingesting (batch ${BATCH}, concurrency ${CONCURRENCY ?? "default"}) ...\n`);
-      const i = await measured(serverPid, () => ingest(databaseUrl, redis, p1, pool, EVENTS));
+      const i = await measured(meter, () => ingest(databaseUrl, redis, p1, pool, EVENTS));
       await redis.del(streamKey(STREAM, p1));
       process.stdout.write(`round ${round + 1}/${ROUNDS}: raw COPY of the same rows ...\n`);
       const raw = await prepareRawCopy(pool);
       let c: PhaseCost;
       try {
-        c = await measured(serverPid, raw.load);
+        c = await measured(meter, raw.load);
       } finally {
         raw.done();
       }
@@ -248,9 +243,9 @@ async function main(): Promise<void> {
     metrics.push({ name: "audit ingest events/s (stream -> committed rows + XACK) vs raw COPY", value: ingestRate, unit: "events/s", baseline: copyRate, ratio: round(ingestRate / copyRate), goal: "ratio >= 0.75" });
     // Where the time goes: CPU per event of the ingestor (this process) and of PostgreSQL, beside COPY's.
     const perEvent = (s: number) => Math.round((s / EVENTS) * 1e7) / 10;
-    metrics.push({ name: "ingest CPU µs/event, ingestor process (baseline: the COPY client)", value: perEvent(ingested.nodeCpu), unit: "µs", baseline: perEvent(copied.nodeCpu), ratio: null });
-    if (ingested.postgresCpu !== undefined && copied.postgresCpu !== undefined) {
-      metrics.push({ name: "ingest CPU µs/event, PostgreSQL (baseline: raw COPY)", value: perEvent(ingested.postgresCpu), unit: "µs", baseline: perEvent(copied.postgresCpu), ratio: null });
+    metrics.push({ name: "ingest CPU µs/event, ingestor process (baseline: the COPY client)", value: perEvent(ingested.cpu.node), unit: "µs", baseline: perEvent(copied.cpu.node), ratio: null });
+    if (ingested.cpu.postgres !== undefined && copied.cpu.postgres !== undefined) {
+      metrics.push({ name: "ingest CPU µs/event, PostgreSQL (baseline: raw COPY)", value: perEvent(ingested.cpu.postgres), unit: "µs", baseline: perEvent(copied.cpu.postgres), ratio: null });
     }
     metrics.push({ name: "ingest wall µs/event (baseline: raw COPY)", value: perEvent(ingested.seconds), unit: "µs", baseline: perEvent(copied.seconds), ratio: null });
 

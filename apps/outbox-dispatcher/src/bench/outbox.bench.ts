@@ -16,8 +16,8 @@ import { OUTBOX_CHANNEL, enqueue, outboxEntry } from "@caracal/outbox";
 import type { Fields } from "@caracal/streams-core";
 import type { PublishEntry } from "@caracal/streams-core";
 import { StreamPublisher, StreamSigner, Topics, fieldsToArgs, streamKey } from "@caracal/streams-core";
-import type { BenchMetric } from "@caracal/testkit/bench-report";
-import { deletePrefix, pidCpuSeconds, plainMetric, postgresCpuSeconds, postgresServerPid, processCpuSeconds, ratioMetric, redisServerPid, reportBench } from "@caracal/testkit/bench-report";
+import type { BenchMetric, CpuSpent } from "@caracal/testkit/bench-report";
+import { cpuMeter, deletePrefix, plainMetric, postgresServerPid, ratioMetric, redisServerPid, reportBench } from "@caracal/testkit/bench-report";
 import { Redis } from "ioredis";
 import pg from "pg";
 import { pino } from "pino";
@@ -61,13 +61,6 @@ function withDatabase(url: string, name: string): string {
   return u.toString();
 }
 
-/** CPU seconds of the dispatcher process and of the servers (undefined where /proc cannot tell). */
-interface CpuSpent {
-  node: number;
-  postgres: number | undefined;
-  redis: number | undefined;
-}
-
 async function main(): Promise<void> {
   const dbName = `caracal_bench_${randomBytes(4).toString("hex")}`;
   const admin = new pg.Client({ connectionString: DATABASE_URL });
@@ -107,16 +100,10 @@ async function main(): Promise<void> {
     let publishBest = Infinity;
     let dispatchCpu: CpuSpent | undefined;
     // Where the dispatcher's time goes: CPU of this process, of the PostgreSQL server and of Redis (/proc).
-    const servers = {
+    const cpu = cpuMeter({
       postgres: postgresServerPid((await pool.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")).rows[0]!.pid),
       redis: await redisServerPid(redis),
-    };
-    const cpuNow = (): CpuSpent => ({ node: processCpuSeconds(), postgres: postgresCpuSeconds(servers.postgres), redis: pidCpuSeconds(servers.redis) });
-    const cpuSince = (start: CpuSpent): CpuSpent => {
-      const now = cpuNow();
-      const minus = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined ? undefined : a - b);
-      return { node: now.node - start.node, postgres: minus(now.postgres, start.postgres), redis: minus(now.redis, start.redis) };
-    };
+    });
     for (let round = 0; round < ROUNDS; round++) {
       const events = Array.from({ length: ROWS }, (_, i) => revocation(i));
       const ids = events.map((_, i) => `r${round}-${String(i).padStart(7, "0")}`);
@@ -139,19 +126,19 @@ async function main(): Promise<void> {
       await client.ping();
       const dispatcher = newDispatcher(client, keyPrefix, 50);
       const controller = new AbortController();
-      const cpu0 = cpuNow();
+      const cpu0 = cpu.now();
       const t1 = performance.now();
       const run = dispatcher.run(controller.signal);
       const key = streamKey(topic.stream, keyPrefix);
       while ((await redis.xlen(key)) < ROWS) await new Promise((r) => setTimeout(r, 5));
       const seconds = (performance.now() - t1) / 1000;
-      const cpu = cpuSince(cpu0);
+      const spent = cpu.since(cpu0);
       controller.abort();
       await run;
       client.disconnect();
       const { rows } = await pool.query("SELECT count(*)::int AS n FROM event_outbox WHERE dispatched_at IS NULL");
       if (rows[0].n !== 0) throw new Error(`round ${round}: ${rows[0].n} rows left undispatched`);
-      if (seconds < dispatchBest) dispatchCpu = cpu;
+      if (seconds < dispatchBest) dispatchCpu = spent;
       dispatchBest = Math.min(dispatchBest, seconds);
       await resetTable();
 
