@@ -29,7 +29,7 @@ interface Slot {
  * that registers tsx in the worker thread and imports the TypeScript file.
  */
 function newWorker(workerData: unknown): Worker {
-  // A worker holds one batch at a time: a small young generation is enough, and each MiB of it is RSS.
+  // A worker verifies one batch at a time: a small young generation is enough, and each MiB of it is RSS.
   const resourceLimits = { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB };
   const js = new URL("./verify-worker.js", import.meta.url);
   if (existsSync(js)) return new Worker(js, { workerData, resourceLimits });
