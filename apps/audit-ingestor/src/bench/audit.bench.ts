@@ -23,7 +23,7 @@ import { migrateDatabase } from "@caracal/db";
 import type { Fields } from "@caracal/streams-core";
 import { StreamPublisher, Topics, signAuditData, signaturePolicy, streamKey } from "@caracal/streams-core";
 import type { BenchMetric, CpuSpent } from "@caracal/testkit/bench-report";
-import { cpuMeter, postgresServerPid, reportBench } from "@caracal/testkit/bench-report";
+import { cpuMeter, deletePrefix, postgresServerPid, reportBench } from "@caracal/testkit/bench-report";
 import { Redis } from "ioredis";
 import pg from "pg";
 import { from as copyFrom, to as copyTo } from "pg-copy-streams";
@@ -262,7 +262,8 @@ async function main(): Promise<void> {
       metrics.push({ name: `audit backlog drain events/s (${BACKLOG} events)`, value: Math.round(BACKLOG / child.seconds), unit: "events/s", baseline: null, ratio: null });
     }
   } finally {
-    for (const p of prefixes) await redis.del(streamKey(STREAM, p), streamKey(Topics.auditEvents.deadLetterStream as string, p)).catch(() => undefined);
+    // every key under the run's prefixes: streams, dead letters, the leaders' lease and fence keys
+    for (const p of prefixes) await deletePrefix(redis, p).catch(() => undefined);
     await pool.end();
     redis.disconnect();
     // BENCH_KEEP_DATABASE=1 keeps the backlog's rows (e.g. for the EXPLAIN checks of docs/audit-ledger.md)
