@@ -8,6 +8,8 @@ import { dirname, resolve } from "node:path";
 
 import type { Redis } from "ioredis";
 
+export { withDatabase } from "./urls.js";
+
 export interface BenchMetric {
   name: string;
   value: number;

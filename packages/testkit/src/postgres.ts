@@ -5,12 +5,9 @@ import { join } from "node:path";
 import { MIGRATIONS_FOLDER, migrateDatabase } from "@caracal/db";
 import pg from "pg";
 
-/** Replaces the database name of a PostgreSQL URL. */
-export function withDatabase(url: string, database: string): string {
-  const u = new URL(url);
-  u.pathname = `/${database}`;
-  return u.toString();
-}
+import { withDatabase } from "./urls.js";
+
+export { withDatabase };
 
 function migrationsHash(): string {
   const hash = createHash("sha256");

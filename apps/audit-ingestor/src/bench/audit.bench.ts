@@ -23,7 +23,7 @@ import { migrateDatabase } from "@caracal/db";
 import type { Fields } from "@caracal/streams-core";
 import { StreamPublisher, Topics, signAuditData, signaturePolicy, streamKey } from "@caracal/streams-core";
 import type { BenchMetric, CpuSpent } from "@caracal/testkit/bench-report";
-import { cpuMeter, deletePrefix, postgresServerPid, reportBench } from "@caracal/testkit/bench-report";
+import { cpuMeter, deletePrefix, postgresServerPid, reportBench, withDatabase } from "@caracal/testkit/bench-report";
 import { Redis } from "ioredis";
 import pg from "pg";
 import { from as copyFrom, to as copyTo } from "pg-copy-streams";
@@ -49,11 +49,6 @@ const STREAMS_KEY_HEX = process.env.BENCH_STREAMS_KEY_HEX ?? randomBytes(32).toS
 const STREAM = Topics.auditEvents.stream;
 const MiB = 1024 * 1024;
 
-function withDatabase(url: string, database: string): string {
-  const u = new URL(url);
-  u.pathname = `/${database}`;
-  return u.toString();
-}
 
 /** Signed frames as the audit publisher sends them (producer chain per zone, `_sig` added on XADD). */
 function* frames(count: number, auditKey: Buffer): Generator<Fields> {

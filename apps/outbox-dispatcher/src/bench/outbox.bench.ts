@@ -17,7 +17,7 @@ import type { Fields } from "@caracal/streams-core";
 import type { PublishEntry } from "@caracal/streams-core";
 import { StreamPublisher, StreamSigner, Topics, fieldsToArgs, streamKey } from "@caracal/streams-core";
 import type { BenchMetric, CpuSpent } from "@caracal/testkit/bench-report";
-import { cpuMeter, deletePrefix, plainMetric, postgresServerPid, ratioMetric, redisServerPid, reportBench } from "@caracal/testkit/bench-report";
+import { cpuMeter, deletePrefix, plainMetric, postgresServerPid, ratioMetric, redisServerPid, reportBench, withDatabase } from "@caracal/testkit/bench-report";
 import { Redis } from "ioredis";
 import pg from "pg";
 import { pino } from "pino";
@@ -55,11 +55,6 @@ function revocation(i: number): Fields {
   };
 }
 
-function withDatabase(url: string, name: string): string {
-  const u = new URL(url);
-  u.pathname = `/${name}`;
-  return u.toString();
-}
 
 async function main(): Promise<void> {
   const dbName = `caracal_bench_${randomBytes(4).toString("hex")}`;
