@@ -7,9 +7,11 @@
  * - failed verification: `RejectedMessageError(reason)` → dead letter + ack;
  * - stored, or already stored with identical content: acked;
  * - same id with other content: `RejectedMessageError("tamper_on_replay")` → dead letter + ack;
- * - the ledger write failed (database down, ...): `TransientError` → stays pending, retried; once the
- *   entry has been delivered AUDIT_MAX_DELIVERIES times it is written to the `audit_events_dlq` table and
- *   acked; if that write fails too, it stays pending (no ack without a durable record).
+ * - the ledger write failed: `TransientError` → stays pending, retried. If the database was unavailable
+ *   (`isDatabaseUnavailable`), that is all, however many deliveries. If the write failed for a reason of
+ *   the entry's own (PostgreSQL refused its row) and it has been delivered AUDIT_MAX_DELIVERIES times, it
+ *   is written to the `audit_events_dlq` table and acked; if that write fails too, it stays pending (no
+ *   ack without a durable record).
  */
 import type { BatchHandler, Fields, StreamMessage } from "@caracal/streams-core";
 import { RejectedMessageError, TransientError, errorMessage } from "@caracal/streams-core";
@@ -34,11 +36,24 @@ export interface AuditHandlerOptions {
   afterWrite?: () => void;
 }
 
-/** PostgreSQL or socket errors that say the database is unreachable: isolating bad rows cannot help. */
-export function isConnectionError(error: unknown): boolean {
+/**
+ * Errors that say the database cannot take the write now, whatever the rows: unreachable (connection
+ * class 08, socket errors, a pool connect timeout), shutting down or starting (57P01-57P03), or out of
+ * resources (class 53: too many connections, out of memory, disk full). Isolating rows cannot help, and
+ * an entry that only ever met these is not dead-lettered, however often it was delivered: the events are
+ * fine, the database is not.
+ */
+export function isDatabaseUnavailable(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code;
   if (typeof code !== "string") return /Connection terminated|connect|timeout/i.test(errorMessage(error));
-  return code.startsWith("08") || code === "57P01" || code === "57P03" || ["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "ENOTFOUND"].includes(code);
+  return (
+    code.startsWith("08") ||
+    code.startsWith("53") ||
+    code === "57P01" ||
+    code === "57P02" ||
+    code === "57P03" ||
+    ["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "ENOTFOUND"].includes(code)
+  );
 }
 
 /**
@@ -56,7 +71,7 @@ export async function writeIsolating(
     try {
       onResult(await (isPrepared(part) ? writer.writePrepared(part) : writer.writeBatch(part)));
     } catch (error) {
-      if (part.length === 1 || isConnectionError(error)) {
+      if (part.length === 1 || isDatabaseUnavailable(error)) {
         for (const i of part) failed.set(i.key, error);
         return;
       }
@@ -113,7 +128,11 @@ export function createAuditBatchHandler(options: AuditHandlerOptions): BatchHand
 
     metrics?.writeFailures.inc();
     const byId = new Map(messages.map((m) => [m.id, m]));
-    const exhausted = [...writeFailures.keys()].map((k) => byId.get(k)!).filter((m) => m.deliveries >= maxDeliveries);
+    // only entries whose write failed for a reason of their own; an unavailable database keeps them pending
+    const exhausted = [...writeFailures]
+      .filter(([, error]) => !isDatabaseUnavailable(error))
+      .map(([k]) => byId.get(k)!)
+      .filter((m) => m.deliveries >= maxDeliveries);
     const firstError = writeFailures.values().next().value;
     logger?.error({ err: firstError, entries: writeFailures.size, exhausted: exhausted.length }, "audit ledger: batch write failed; entries stay pending");
     if (exhausted.length > 0) {
