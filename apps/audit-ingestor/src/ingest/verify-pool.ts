@@ -11,6 +11,7 @@ import { TransientError } from "@caracal/streams-core";
 import type { Logger } from "pino";
 
 import type { EntryToVerify, Verifier, VerifyOutcome } from "./verify.js";
+import { decodeOutcomes, encodeEntries } from "./verify.js";
 
 interface Request {
   readonly resolve: (outcomes: VerifyOutcome[]) => void;
@@ -63,7 +64,7 @@ export class VerifyPool implements Verifier {
     return new Promise<VerifyOutcome[]>((resolve, reject) => {
       slot.inFlight.set(id, { resolve, reject, size: entries.length });
       slot.entries += entries.length;
-      slot.worker.postMessage({ id, entries });
+      slot.worker.postMessage({ id, entries: encodeEntries(entries) });
     });
   }
 
@@ -75,12 +76,12 @@ export class VerifyPool implements Verifier {
   private spawn(): Slot {
     const worker = newWorker({ auditKeyHex: this.auditKey?.toString("hex") });
     const slot: Slot = { worker, inFlight: new Map(), entries: 0 };
-    worker.on("message", (reply: { id: number; outcomes: VerifyOutcome[] }) => {
+    worker.on("message", (reply: { id: number; outcomes: Array<string | number | null> }) => {
       const request = slot.inFlight.get(reply.id);
       if (request === undefined) return;
       slot.inFlight.delete(reply.id);
       slot.entries -= request.size;
-      request.resolve(reply.outcomes);
+      request.resolve(decodeOutcomes(reply.outcomes));
     });
     const fail = (why: string) => {
       if (this.slots.includes(slot) && !this.closed) {

@@ -45,6 +45,89 @@ export function verifyEntries(entries: readonly EntryToVerify[], auditKey: Buffe
   });
 }
 
+/**
+ * The messages between `VerifyPool` and its workers: one flat array of strings and numbers per batch each
+ * way. Structured clone copies such an array far more cheaply than an array of objects (no property names,
+ * no object per entry or per outcome), and each side builds only the objects it uses.
+ *
+ * Entries: per entry `id, redelivered (1 | 0), field count n, n × (name, value)`.
+ */
+export function encodeEntries(entries: readonly EntryToVerify[]): Array<string | number> {
+  const out: Array<string | number> = [];
+  for (const e of entries) {
+    const names = Object.keys(e.fields);
+    out.push(e.id, e.redelivered ? 1 : 0, names.length);
+    for (const name of names) out.push(name, e.fields[name] as string);
+  }
+  return out;
+}
+
+export function decodeEntries(flat: ReadonlyArray<string | number>): EntryToVerify[] {
+  const entries: EntryToVerify[] = [];
+  let i = 0;
+  while (i < flat.length) {
+    const id = flat[i] as string;
+    const redelivered = flat[i + 1] === 1;
+    const n = flat[i + 2] as number;
+    i += 3;
+    const fields: Fields = {};
+    for (let f = 0; f < n; f++, i += 2) fields[flat[i] as string] = flat[i + 1] as string;
+    entries.push({ id, fields, redelivered });
+  }
+  return entries;
+}
+
+/**
+ * Outcomes: per outcome `0, reason, message` (rejected) or `1, key, event id, zone id, lock key, content
+ * sha, COPY prefix, sig, stream entry id, redelivered (1 | 0), chain producer, chain seq, chain prev` with
+ * null for what is absent (the three chain values are null together).
+ */
+export function encodeOutcomes(outcomes: readonly VerifyOutcome[]): Array<string | number | null> {
+  const out: Array<string | number | null> = [];
+  for (const o of outcomes) {
+    if (!o.ok) {
+      out.push(0, o.reason, o.message);
+      continue;
+    }
+    const p = o.prepared;
+    const c = p.event.chain;
+    out.push(1, p.key, p.event.id, p.event.zone_id, p.lockKey, p.contentSha, p.copyPrefix, p.sig ?? null, p.streamEntryId ?? null, p.redelivered ? 1 : 0);
+    if (c === undefined) out.push(null, null, null);
+    else out.push(c.producer, c.seq, c.prev);
+  }
+  return out;
+}
+
+export function decodeOutcomes(flat: ReadonlyArray<string | number | null>): VerifyOutcome[] {
+  const outcomes: VerifyOutcome[] = [];
+  let i = 0;
+  while (i < flat.length) {
+    if (flat[i] === 0) {
+      outcomes.push({ ok: false, reason: flat[i + 1] as DeadLetterReason, message: flat[i + 2] as string });
+      i += 3;
+      continue;
+    }
+    const producer = flat[i + 10];
+    const prepared: PreparedEvent = {
+      key: flat[i + 1] as string,
+      event: {
+        id: flat[i + 2] as string,
+        zone_id: flat[i + 3] as string,
+        chain: producer === null ? undefined : { producer: producer as string, seq: flat[i + 11] as number, prev: flat[i + 12] as string },
+      },
+      sig: (flat[i + 7] as string | null) ?? undefined,
+      streamEntryId: (flat[i + 8] as string | null) ?? undefined,
+      redelivered: flat[i + 9] === 1,
+      contentSha: flat[i + 5] as string,
+      lockKey: flat[i + 4] as number,
+      copyPrefix: flat[i + 6] as string,
+    };
+    outcomes.push({ ok: true, prepared });
+    i += 13;
+  }
+  return outcomes;
+}
+
 /** Where a batch is verified: on the calling thread, or in a pool of worker threads. */
 export interface Verifier {
   verify(entries: readonly EntryToVerify[]): Promise<VerifyOutcome[]>;
