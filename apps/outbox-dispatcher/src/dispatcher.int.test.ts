@@ -121,6 +121,20 @@ describe.skipIf(!hasRedis() || !hasPostgres())("outbox dispatcher", () => {
     }
   });
 
+  it("keeps dispatching after the connection it holds for its exchanges is killed", async () => {
+    start({ pollMs: 20 });
+    const first = await inTx(db.pool, (c) => enqueue(c, "keysInvalidate", { zone_id: "z", reason: "before" }));
+    await waitFor(async () => (await row(db.pool, first))?.dispatched_at);
+    const killed = await db.pool.query(
+      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE '%outbox_exchange%'",
+    );
+    expect(killed.rowCount).toBe(1);
+    const second = await inTx(db.pool, (c) => enqueue(c, "keysInvalidate", { zone_id: "z", reason: "after" }));
+    await waitFor(async () => (await row(db.pool, second))?.dispatched_at, 10_000, "the row enqueued after the kill to be dispatched");
+    const entries = await readStream(redis.client, Topics.keysInvalidate.stream, redis.keyPrefix);
+    expect(entries.map((e) => e.fields.outbox_id)).toEqual([first, second]);
+  });
+
   it("never skips nor lets a later transaction overtake a row whose transaction commits later (Watermill 311)", async () => {
     const d = start({ pollMs: 20 });
     const slow = await db.pool.connect();

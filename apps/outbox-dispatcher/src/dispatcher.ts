@@ -47,6 +47,12 @@ export class OutboxDispatcher {
   private readonly o: Required<DispatcherOptions>;
   private woken = false;
   private wakeUp: (() => void) | undefined;
+  /**
+   * The connection `outbox_exchange` runs on, held from the first exchange to the end of `run`. A pooled
+   * `pool.query` would send the statement only on the next tick, after this batch's signing; on a held
+   * idle connection it is written at once, so PostgreSQL runs the exchange while this process signs.
+   */
+  private connection: pg.PoolClient | undefined;
 
   constructor(options: DispatcherOptions) {
     this.o = {
@@ -150,8 +156,16 @@ export class OutboxDispatcher {
       this.state = "failed";
       throw error;
     } finally {
+      this.releaseConnection();
       signal.removeEventListener("abort", onAbort);
     }
+  }
+
+  /** Gives the held connection back to the pool (destroyed when `error` is given). */
+  private releaseConnection(error?: unknown): void {
+    const client = this.connection;
+    this.connection = undefined;
+    client?.release(error instanceof Error ? error : error === undefined ? undefined : true);
   }
 
   /** Writes the last outcomes on shutdown; a failure only costs duplicates after the lease. */
@@ -173,11 +187,19 @@ export class OutboxDispatcher {
    */
   private async exchange(marks: readonly RowOutcome[], limit: number): Promise<{ rows: ClaimedRow[]; guarded: boolean }> {
     if (marks.length === 0 && limit === 0) return { rows: [], guarded: false };
-    const { rows } = await this.o.pool.query<ExchangeRow>({
-      name: "outbox_exchange",
-      text: EXCHANGE_SQL,
-      values: exchangeParams(marks, limit, this.o.leaseMs, this.o.owner),
-    });
+    const client = this.connection ?? (this.connection = await this.o.pool.connect());
+    let rows: ExchangeRow[];
+    try {
+      ({ rows } = await client.query<ExchangeRow>({
+        name: "outbox_exchange",
+        text: EXCHANGE_SQL,
+        values: exchangeParams(marks, limit, this.o.leaseMs, this.o.owner),
+      }));
+    } catch (error) {
+      // The connection may be broken: destroy it, the next exchange takes a fresh one.
+      this.releaseConnection(error);
+      throw error;
+    }
     const claimed: ClaimedRow[] = [];
     let guarded = false;
     for (const row of rows) {
