@@ -75,8 +75,9 @@ export async function startAuditIngestor(
   const redis = connectRedis(config.redisUrl, { connectionName: `${config.consumerName}:audit` });
   redis.on("error", (error: Error) => logger.warn({ err: error }, "redis connection error"));
 
-  // The ledger writer has its own connection: group commit runs one transaction at a time per process.
-  const writerPool = createPool(config.databaseUrl, { max: 1, connectionTimeoutMillis: 5_000 });
+  // The ledger writer has its own two connections: group commit runs one transaction at a time up to its
+  // COMMIT, and sends the next one's locks and reads while that COMMIT runs (LedgerWriter overlapCommits).
+  const writerPool = createPool(config.databaseUrl, { max: 2, connectionTimeoutMillis: 5_000 });
   writerPool.on("error", (error) => logger.warn({ err: error }, "idle PostgreSQL connection failed"));
   writerPool.on("connect", (client) => client.on("error", (error) => logger.warn({ err: error }, "PostgreSQL connection lost")));
   const writer = new LedgerWriter({ pool: writerPool, auditKey: config.auditKey });

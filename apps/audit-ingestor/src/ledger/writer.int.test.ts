@@ -147,6 +147,26 @@ describe.skipIf(!hasPostgres())("LedgerWriter", () => {
     expect((await rows("g")).map((r) => Number(r.chain_seq))).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
   });
 
+  it("keeps one gap-free chain per zone when the next transaction starts while the previous one commits", async () => {
+    const zones = ["a", "b"];
+    const batches = Array.from({ length: 30 }, (_, i) => Array.from({ length: 8 }, (_, j) => ledgerInput(makeEvent({ zone_id: zones[(i + j) % 2]! }))));
+    // batches handed in over time, so that transactions follow one another with their commits overlapping
+    const results = await Promise.all(batches.map((b, i) => new Promise((r) => setTimeout(r, i % 10)).then(() => writer.writeBatch(b))));
+    expect(results.map((r) => r.inserted)).toEqual(batches.map(() => 8));
+    for (const z of zones) {
+      const r = await rows(z);
+      expect(r.map((x) => Number(x.chain_seq))).toEqual(r.map((_, i) => i + 1));
+      let prev = "";
+      for (const x of r) {
+        expect(x.hmac_chain).toBe(chainLink(TEST_AUDIT_KEY, prev, x.content_sha256));
+        prev = x.hmac_chain;
+      }
+    }
+    const sequential = new LedgerWriter({ pool: db.pool, auditKey: TEST_AUDIT_KEY, overlapCommits: false });
+    await Promise.all(batches.slice(0, 4).map((b) => sequential.writeBatch(b.map((x) => ledgerInput(makeEvent({ zone_id: x.event.zone_id }))))));
+    expect((await rows("a")).map((x) => Number(x.chain_seq))).toEqual(Array.from({ length: 136 }, (_, i) => i + 1));
+  });
+
   it("retries when a concurrent insert of the same id lands in another zone", async () => {
     const a = makeEvent({ zone_id: "z1" });
     const forged = { ...a, zone_id: "z2" };

@@ -57,6 +57,14 @@ export interface LedgerWriterOptions {
   maxConflictRetries?: number;
   /** Upper bound of rows merged into one transaction by group commit. Default 2000. */
   maxGroupRows?: number;
+  /**
+   * Start the next transaction while the previous one commits (default true; give the pool two
+   * connections). Its BEGIN, zone locks and reads go out at once: PostgreSQL grants the locks when the
+   * commit ends and runs the reads then, so the round trips and the commit's WAL flush overlap instead
+   * of adding up. A transaction starts only once the one before it has reached COMMIT, so it merges every
+   * batch that arrived during that one's COPY. With false (or a one-connection pool), one at a time.
+   */
+  overlapCommits?: boolean;
 }
 
 /** Class id of the zone locks in PostgreSQL's two-int advisory lock space ("AUDT"). */
@@ -90,13 +98,16 @@ export class LedgerWriter {
   private readonly maxConflictRetries: number;
   private readonly maxGroupRows: number;
   private readonly queue: Array<{ prepared: readonly Prepared[]; resolve: (r: KeyedResult) => void; reject: (e: unknown) => void }> = [];
-  private draining = false;
+  private readonly overlapCommits: boolean;
+  /** A transaction of this writer is before its COMMIT (the next one waits for that). */
+  private writing = false;
 
   constructor(options: LedgerWriterOptions) {
     this.pool = options.pool;
     this.auditKey = options.auditKey;
     this.maxConflictRetries = options.maxConflictRetries ?? 5;
     this.maxGroupRows = options.maxGroupRows ?? 2000;
+    this.overlapCommits = options.overlapCommits ?? true;
   }
 
   /**
@@ -129,7 +140,7 @@ export class LedgerWriter {
     if (prepared.length === 0) return { inserted: 0, duplicates: 0, rejected, alerts: [] };
     const keyed = await new Promise<KeyedResult>((resolve, reject) => {
       this.queue.push({ prepared, resolve, reject });
-      void this.drain();
+      this.drain();
     });
     const keys = new Set(prepared.map((p) => p.key));
     let inserted = 0;
@@ -144,37 +155,44 @@ export class LedgerWriter {
     return { inserted, duplicates, rejected, alerts: keyed.alerts.filter((a) => ids.has(a.eventId)) };
   }
 
-  private async drain(): Promise<void> {
-    if (this.draining) return;
-    this.draining = true;
+  /** Starts the next group's transaction unless one is still before its COMMIT. */
+  private drain(): void {
+    if (this.writing || this.queue.length === 0) return;
+    this.writing = true;
+    const group = [this.queue.shift()!];
+    let rows = group[0]!.prepared.length;
+    while (this.queue.length > 0 && rows + this.queue[0]!.prepared.length <= this.maxGroupRows) {
+      const next = this.queue.shift()!;
+      rows += next.prepared.length;
+      group.push(next);
+    }
+    let released = false;
+    // called when this group's transaction (or its last retry) sends COMMIT or ends
+    const release = () => {
+      if (released) return;
+      released = true;
+      this.writing = false;
+      this.drain();
+    };
+    void this.writeGroup(group, this.overlapCommits ? release : () => undefined).finally(release);
+  }
+
+  private async writeGroup(group: ReadonlyArray<{ prepared: readonly Prepared[]; resolve: (r: KeyedResult) => void; reject: (e: unknown) => void }>, committing: () => void): Promise<void> {
     try {
-      while (this.queue.length > 0) {
-        const group = [this.queue.shift()!];
-        let rows = group[0]!.prepared.length;
-        while (this.queue.length > 0 && rows + this.queue[0]!.prepared.length <= this.maxGroupRows) {
-          const next = this.queue.shift()!;
-          rows += next.prepared.length;
-          group.push(next);
-        }
+      const result = await this.writeRetrying(group.flatMap((g) => g.prepared), committing);
+      for (const g of group) g.resolve(result);
+    } catch (error) {
+      if (group.length === 1) {
+        group[0]!.reject(error);
+        return;
+      }
+      for (const g of group) {
         try {
-          const result = await this.writeRetrying(group.flatMap((g) => g.prepared));
-          for (const g of group) g.resolve(result);
-        } catch (error) {
-          if (group.length === 1) {
-            group[0]!.reject(error);
-            continue;
-          }
-          for (const g of group) {
-            try {
-              g.resolve(await this.writeRetrying(g.prepared));
-            } catch (e) {
-              g.reject(e);
-            }
-          }
+          g.resolve(await this.writeRetrying(g.prepared, committing));
+        } catch (e) {
+          g.reject(e);
         }
       }
-    } finally {
-      this.draining = false;
     }
   }
 
@@ -183,11 +201,11 @@ export class LedgerWriter {
    * a duplicate then meets the primary key in the COPY, which rolls the transaction back, and the next
    * attempt looks the ids up. New events, the steady state, cost PostgreSQL no lookup by id.
    */
-  private async writeRetrying(prepared: readonly Prepared[]): Promise<KeyedResult> {
+  private async writeRetrying(prepared: readonly Prepared[], committing: () => void): Promise<KeyedResult> {
     let lookUpIds = prepared.some((p) => p.redelivered);
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.writeOnce(prepared, lookUpIds);
+        return await this.writeOnce(prepared, lookUpIds, committing);
       } catch (error) {
         if (error instanceof StoredIdError) {
           lookUpIds = true;
@@ -206,7 +224,7 @@ export class LedgerWriter {
    * and is retried with the lookup. A unique violation despite the lookup (a concurrent insert of the
    * same id into another zone, which holds a different lock) is retried the same way.
    */
-  private async writeOnce(prepared: readonly Prepared[], lookUpIds: boolean): Promise<KeyedResult> {
+  private async writeOnce(prepared: readonly Prepared[], lookUpIds: boolean, committing: () => void): Promise<KeyedResult> {
     const rejected = new Map<string, RejectedMessageError>();
     const duplicates = new Set<string>();
     const alerts: TamperAlert[] = [];
@@ -271,7 +289,9 @@ export class LedgerWriter {
         if (alerts.length > 0) {
           await client.query(ALERT_SQL, [alerts.map((a) => a.zoneId), alerts.map((a) => a.eventId), alerts.map((a) => a.kind), alerts.map((a) => JSON.stringify(a.detail))]);
         }
-        await client.query("COMMIT");
+        const committed = client.query("COMMIT");
+        committing();
+        await committed;
       } catch (error) {
         if ((error as { code?: string }).code === "23505") {
           if (!lookUpIds) throw new StoredIdError();
