@@ -247,17 +247,19 @@ export class OutboxDispatcher {
       for (const row of sent) this.retry(row, batchError.reason, batchError.message, delayMs, outcomes);
       return outcomes;
     }
+    const dispatchedByStream = new Map<string, number>();
     sent.forEach((row, i) => {
       const result = results?.[i];
       if (result?.ok) {
         outcomes.push({ kind: "dispatched", id: row.id, entryId: result.id });
-        this.o.metrics.dispatched.inc({ stream: row.stream_name });
+        dispatchedByStream.set(row.stream_name, (dispatchedByStream.get(row.stream_name) ?? 0) + 1);
       } else {
         const message = result ? errorMessage(result.error) : "no reply";
         this.o.logger.warn({ outboxId: row.id, stream: row.stream_name, err: message }, "outbox XADD failed: row will be retried");
         this.retry(row, "redis_error", message, backoffMs(row.attempts + 1, this.o.backoffBaseMs), outcomes);
       }
     });
+    for (const [stream, n] of dispatchedByStream) this.o.metrics.dispatched.inc({ stream }, n);
     return outcomes;
   }
 

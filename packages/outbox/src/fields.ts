@@ -25,8 +25,8 @@ export function outboxEntry(streamName: string, payload: unknown, outboxId: stri
   if (payload === null || typeof payload !== "object" || Array.isArray(payload)) {
     return { ok: false, reason: "payload_invalid", message: "payload_json is not a JSON object" };
   }
-  const { [SIGNATURE_FIELD]: _ignored, ...rest } = encodeFields(payload as FieldInput);
-  const fields: Fields = { ...rest, [OUTBOX_ID_FIELD]: outboxId };
+  const fields: Fields = encodeFields(payload as FieldInput, SIGNATURE_FIELD);
+  fields[OUTBOX_ID_FIELD] = outboxId;
   const parsed = topicSchemas[topic.name].safeParse(fields);
   if (!parsed.success) return { ok: false, reason: "schema_invalid", message: `${topic.stream}: ${formatIssues(parsed.error)}` };
   return { ok: true, topic, fields };

@@ -6,11 +6,15 @@
 export type Fields = Record<string, string>;
 export type FieldInput = Record<string, string | number | boolean | bigint | object | null | undefined>;
 
-/** Encodes a record into flat string fields. Objects and arrays become JSON text. */
-export function encodeFields(input: FieldInput): Fields {
+/**
+ * Encodes a record into flat string fields. Objects and arrays become JSON text. `omit` names a key to
+ * leave out (a hot path drops `_sig` here rather than copying the result).
+ */
+export function encodeFields(input: FieldInput, omit?: string): Fields {
   const out: Fields = {};
-  for (const [key, value] of Object.entries(input)) {
-    if (value === null || value === undefined) continue;
+  for (const key of Object.keys(input)) {
+    const value = input[key];
+    if (value === null || value === undefined || key === omit) continue;
     out[key] = typeof value === "object" ? JSON.stringify(value) : String(value);
   }
   return out;
