@@ -8,7 +8,7 @@ import type { Fields } from "../codec.js";
 import { RejectedMessageError } from "../errors.js";
 import type { AuditEvent, AuditFrame } from "../schemas.js";
 import { auditEventSchema, auditFrameSchema, formatIssues } from "../schemas.js";
-import { hexDigestEquals } from "../signing.js";
+import { hexEqualsConstantTime } from "../signing.js";
 
 /** hex HMAC-SHA256(AUDIT_HMAC_KEY, data bytes). */
 export function signAuditData(auditKey: Buffer, data: string): string {
@@ -46,8 +46,9 @@ export function verifyAuditFrame(fields: Readonly<Fields>, auditKey: Buffer | un
   const frame = frameResult.data;
   if (auditKey !== undefined) {
     if (frame.sig === undefined || frame.sig === "") throw new RejectedMessageError("signature_missing", "audit frame has no sig");
-    const expected = createHmac("sha256", auditKey).update(frame.data, "utf8").digest();
-    if (!hexDigestEquals(frame.sig, expected)) throw new RejectedMessageError("signature_invalid", "audit frame sig does not match data");
+    // hex digest compared as strings in constant time: no Buffer per entry (same answer as decoding `sig`)
+    const expected = createHmac("sha256", auditKey).update(frame.data, "utf8").digest("hex");
+    if (!hexEqualsConstantTime(frame.sig, expected)) throw new RejectedMessageError("signature_invalid", "audit frame sig does not match data");
   }
   let parsed: unknown;
   try {
