@@ -341,21 +341,27 @@ export class LedgerWriter {
     const chained = rows.filter((r) => r.prepared.event.chain !== undefined);
     if (chained.length === 0) return [];
     type Link = { id: string; sig: string | null; prev: string | null; row?: NewRow };
-    const bySlot = new Map<string, Link[]>();
-    const slot = (producer: string, zone: string, seq: number) => `${producer}\u0000${zone}\u0000${seq}`;
-    const add = (k: string, l: Link) => {
-      const list = bySlot.get(k);
+    // links by producer chain (producer and zone), then by seq: one key string per row, not one per lookup
+    const byChain = new Map<string, Map<number, Link[]>>();
+    const chainOf = (producer: string, zone: string) => `${producer}\u0000${zone}`;
+    const add = (chain: string, seq: number, l: Link) => {
+      let bySeq = byChain.get(chain);
+      if (bySeq === undefined) byChain.set(chain, (bySeq = new Map()));
+      const list = bySeq.get(seq);
       if (list) list.push(l);
-      else bySlot.set(k, [l]);
+      else bySeq.set(seq, [l]);
     };
     const freshIds = new Set(rows.map((r) => r.prepared.event.id));
     for (const s of storedRows) {
-      if (!freshIds.has(s.id)) add(slot(s.producer_id, s.zone_id, Number(s.producer_seq)), { id: s.id, sig: s.sig, prev: s.producer_prev });
+      if (!freshIds.has(s.id)) add(chainOf(s.producer_id, s.zone_id), Number(s.producer_seq), { id: s.id, sig: s.sig, prev: s.producer_prev });
     }
-    for (const r of chained) {
+    const chainKeys: string[] = new Array(chained.length);
+    chained.forEach((r, i) => {
       const c = r.prepared.event.chain!;
-      add(slot(c.producer, r.prepared.event.zone_id, c.seq), { id: r.prepared.event.id, sig: r.prepared.sig ?? null, prev: c.prev, row: r });
-    }
+      const key = chainOf(c.producer, r.prepared.event.zone_id);
+      chainKeys[i] = key;
+      add(key, c.seq, { id: r.prepared.event.id, sig: r.prepared.sig ?? null, prev: c.prev, row: r });
+    });
     const markStored = new Set<string>();
     const alerted = new Set<string>();
     const flag = (link: Link, zoneId: string, kind: TamperKind, detail: Record<string, unknown>) => {
@@ -366,10 +372,11 @@ export class LedgerWriter {
       alerted.add(k);
       alerts.push({ zoneId, eventId: link.id, kind, detail });
     };
-    for (const r of chained) {
+    chained.forEach((r, i) => {
       const c = r.prepared.event.chain!;
       const zone = r.prepared.event.zone_id;
-      const self = bySlot.get(slot(c.producer, zone, c.seq)) ?? [];
+      const bySeq = byChain.get(chainKeys[i]!)!;
+      const self = bySeq.get(c.seq) ?? [];
       if (self.length > 1) {
         const ids = self.map((l) => l.id);
         for (const l of self) flag(l, zone, "fork", { producer: c.producer, seq: c.seq, ids });
@@ -378,20 +385,20 @@ export class LedgerWriter {
       if (c.seq === 1) {
         if (c.prev !== "") flag(me, zone, "broken_link", { producer: c.producer, seq: c.seq, reason: "first event of a chain has a prev" });
       } else {
-        for (const before of bySlot.get(slot(c.producer, zone, c.seq - 1)) ?? []) {
+        for (const before of bySeq.get(c.seq - 1) ?? []) {
           if (before.sig !== null && before.sig !== c.prev) {
             flag(me, zone, "broken_link", { producer: c.producer, seq: c.seq, previous_id: before.id });
           }
         }
       }
       if (me.sig !== null) {
-        for (const after of bySlot.get(slot(c.producer, zone, c.seq + 1)) ?? []) {
+        for (const after of bySeq.get(c.seq + 1) ?? []) {
           if (after.row === undefined && after.prev !== me.sig) {
             flag(after, zone, "broken_link", { producer: c.producer, seq: c.seq + 1, previous_id: me.id });
           }
         }
       }
-    }
+    });
     return [...markStored];
   }
 }
