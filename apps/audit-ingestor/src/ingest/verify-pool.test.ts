@@ -2,7 +2,7 @@ import { TransientError, encodeAuditFrame } from "@caracal/streams-core";
 import { afterEach, describe, expect, it } from "vitest";
 
 import { TEST_AUDIT_KEY, makeChain, makeEvent } from "../test-support/events.js";
-import type { EntryToVerify } from "./verify.js";
+import type { EntryToVerify, VerifyOutcome } from "./verify.js";
 import { verifyEntries } from "./verify.js";
 import { VerifyPool } from "./verify-pool.js";
 
@@ -11,6 +11,11 @@ function entries(): EntryToVerify[] {
   const forged = { ...encodeAuditFrame(makeEvent({ zone_id: "z3" }), TEST_AUDIT_KEY), sig: "00".repeat(32) };
   const notJson = { id: "x", data: "{", sig: "00" };
   return [...good, { id: "2-0", fields: forged, redelivered: false }, { id: "2-1", fields: notJson, redelivered: false }];
+}
+
+/** Outcomes with each COPY prefix as text (a worker sends them as bytes). */
+function asText(outcomes: readonly VerifyOutcome[]): VerifyOutcome[] {
+  return outcomes.map((o) => (o.ok ? { ok: true, prepared: { ...o.prepared, copyPrefix: typeof o.prepared.copyPrefix === "string" ? o.prepared.copyPrefix : Buffer.from(o.prepared.copyPrefix).toString("utf8") } } : o));
 }
 
 describe("VerifyPool", () => {
@@ -23,8 +28,13 @@ describe("VerifyPool", () => {
     pool = new VerifyPool(2, TEST_AUDIT_KEY);
     const batch = entries();
     const [a, b] = await Promise.all([pool.verify(batch), pool.verify(batch.slice(0, 2))]);
-    expect(a).toEqual(verifyEntries(batch, TEST_AUDIT_KEY));
-    expect(b).toEqual(verifyEntries(batch.slice(0, 2), TEST_AUDIT_KEY));
+    expect(asText(a)).toEqual(verifyEntries(batch, TEST_AUDIT_KEY));
+    expect(asText(b)).toEqual(verifyEntries(batch.slice(0, 2), TEST_AUDIT_KEY));
+    // the prefixes arrive as UTF-8 bytes, non-ASCII text included
+    const accented = { id: "3-0", fields: encodeAuditFrame(makeEvent({ zone_id: "zoné-€" }), TEST_AUDIT_KEY), redelivered: false };
+    const [withText] = await pool.verify([accented]);
+    expect(withText?.ok && withText.prepared.copyPrefix instanceof Uint8Array).toBe(true);
+    expect(asText([withText!])).toEqual(verifyEntries([accented], TEST_AUDIT_KEY));
     expect(a.map((o) => (o.ok ? "ok" : o.reason))).toEqual(["ok", "ok", "ok", "ok", "signature_invalid", "signature_invalid"]);
     const first = a[0]!;
     expect(first.ok && first.prepared.redelivered).toBe(true);

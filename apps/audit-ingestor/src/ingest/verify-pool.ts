@@ -10,7 +10,7 @@ import { Worker } from "node:worker_threads";
 import { TransientError } from "@caracal/streams-core";
 import type { Logger } from "pino";
 
-import type { EntryToVerify, Verifier, VerifyOutcome } from "./verify.js";
+import type { EncodedOutcomes, EntryToVerify, Verifier, VerifyOutcome } from "./verify.js";
 import { decodeOutcomes, encodeEntries } from "./verify.js";
 
 interface Request {
@@ -76,7 +76,7 @@ export class VerifyPool implements Verifier {
   private spawn(): Slot {
     const worker = newWorker({ auditKeyHex: this.auditKey?.toString("hex") });
     const slot: Slot = { worker, inFlight: new Map(), entries: 0 };
-    worker.on("message", (reply: { id: number; outcomes: Array<string | number | null> }) => {
+    worker.on("message", (reply: { id: number; outcomes: EncodedOutcomes }) => {
       const request = slot.inFlight.get(reply.id);
       if (request === undefined) return;
       slot.inFlight.delete(reply.id);

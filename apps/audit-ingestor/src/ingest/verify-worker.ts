@@ -11,5 +11,6 @@ const { auditKeyHex } = workerData as { auditKeyHex: string | undefined };
 const auditKey = auditKeyHex === undefined ? undefined : Buffer.from(auditKeyHex, "hex");
 
 parentPort?.on("message", (request: { id: number; entries: Array<string | number> }) => {
-  parentPort?.postMessage({ id: request.id, outcomes: encodeOutcomes(verifyEntries(decodeEntries(request.entries), auditKey)) });
+  const outcomes = encodeOutcomes(verifyEntries(decodeEntries(request.entries), auditKey));
+  parentPort?.postMessage({ id: request.id, outcomes }, [outcomes.bytes]);
 });

@@ -78,28 +78,47 @@ export function decodeEntries(flat: ReadonlyArray<string | number>): EntryToVeri
 }
 
 /**
- * Outcomes: per outcome `0, reason, message` (rejected) or `1, key, event id, zone id, lock key, content
- * sha, COPY prefix, sig, stream entry id, redelivered (1 | 0), chain producer, chain seq, chain prev` with
- * null for what is absent (the three chain values are null together).
+ * Outcomes: `flat` holds per outcome `0, reason, message` (rejected) or `1, key, event id, zone id, lock
+ * key, content sha, COPY prefix length in bytes, sig, stream entry id, redelivered (1 | 0), chain producer,
+ * chain seq, chain prev` with null for what is absent (the three chain values are null together); `bytes`
+ * holds the COPY prefixes, UTF-8, one after the other. The worker transfers `bytes` (no copy): the main
+ * thread neither copies nor encodes the largest part of each row again.
  */
-export function encodeOutcomes(outcomes: readonly VerifyOutcome[]): Array<string | number | null> {
-  const out: Array<string | number | null> = [];
+export interface EncodedOutcomes {
+  readonly flat: Array<string | number | null>;
+  readonly bytes: ArrayBuffer;
+}
+
+export function encodeOutcomes(outcomes: readonly VerifyOutcome[]): EncodedOutcomes {
+  const flat: Array<string | number | null> = [];
+  const prefixes: string[] = [];
+  let total = 0;
   for (const o of outcomes) {
     if (!o.ok) {
-      out.push(0, o.reason, o.message);
+      flat.push(0, o.reason, o.message);
       continue;
     }
     const p = o.prepared;
     const c = p.event.chain;
-    out.push(1, p.key, p.event.id, p.event.zone_id, p.lockKey, p.contentSha, p.copyPrefix, p.sig ?? null, p.streamEntryId ?? null, p.redelivered ? 1 : 0);
-    if (c === undefined) out.push(null, null, null);
-    else out.push(c.producer, c.seq, c.prev);
+    const prefix = typeof p.copyPrefix === "string" ? p.copyPrefix : Buffer.from(p.copyPrefix).toString("utf8");
+    const length = Buffer.byteLength(prefix, "utf8");
+    prefixes.push(prefix);
+    total += length;
+    flat.push(1, p.key, p.event.id, p.event.zone_id, p.lockKey, p.contentSha, length, p.sig ?? null, p.streamEntryId ?? null, p.redelivered ? 1 : 0);
+    if (c === undefined) flat.push(null, null, null);
+    else flat.push(c.producer, c.seq, c.prev);
   }
-  return out;
+  // its own ArrayBuffer (never the shared pool of small Buffers), so that it can be transferred
+  const bytes = new ArrayBuffer(total);
+  const view = Buffer.from(bytes);
+  let at = 0;
+  for (const prefix of prefixes) at += view.write(prefix, at, "utf8");
+  return { flat, bytes };
 }
 
-export function decodeOutcomes(flat: ReadonlyArray<string | number | null>): VerifyOutcome[] {
+export function decodeOutcomes({ flat, bytes }: EncodedOutcomes): VerifyOutcome[] {
   const outcomes: VerifyOutcome[] = [];
+  let at = 0;
   let i = 0;
   while (i < flat.length) {
     if (flat[i] === 0) {
@@ -108,6 +127,9 @@ export function decodeOutcomes(flat: ReadonlyArray<string | number | null>): Ver
       continue;
     }
     const producer = flat[i + 10];
+    const length = flat[i + 6] as number;
+    const copyPrefix = new Uint8Array(bytes, at, length);
+    at += length;
     const prepared: PreparedEvent = {
       key: flat[i + 1] as string,
       event: {
@@ -120,7 +142,7 @@ export function decodeOutcomes(flat: ReadonlyArray<string | number | null>): Ver
       redelivered: flat[i + 9] === 1,
       contentSha: flat[i + 5] as string,
       lockKey: flat[i + 4] as number,
-      copyPrefix: flat[i + 6] as string,
+      copyPrefix,
     };
     outcomes.push({ ok: true, prepared });
     i += 13;

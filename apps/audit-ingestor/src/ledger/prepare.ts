@@ -55,8 +55,11 @@ export interface PreparedEvent {
   readonly redelivered: boolean;
   readonly contentSha: string;
   readonly lockKey: number;
-  /** The COPY text of every column but the three assigned under the zone lock (see COPY_SQL). */
-  readonly copyPrefix: string;
+  /**
+   * The COPY text of every column but the three assigned under the zone lock (see COPY_SQL), or that text
+   * already encoded as UTF-8 (a verify worker sends a batch's prefixes as one transferred buffer).
+   */
+  readonly copyPrefix: string | Uint8Array;
 }
 
 /**

@@ -500,25 +500,47 @@ function producerRanges(unique: readonly Prepared[]): ProducerRanges {
 /** Rows of COPY text per write to the socket: PostgreSQL starts on a chunk while the next one is built. */
 const COPY_CHUNK_ROWS = 128;
 
-/** COPYs `rows`, calling `assign` on each (in order) just before its line is built. */
+/**
+ * COPYs `rows`, calling `assign` on each (in order) just before its line is built. Each chunk is one
+ * buffer: prefixes that arrive encoded (from a verify worker) are copied in as bytes, never decoded or
+ * encoded again on this thread.
+ */
 async function copyRows(client: pg.PoolClient, rows: readonly NewRow[], assign: (row: NewRow) => void): Promise<void> {
   const stream = client.query(copyFrom(COPY_SQL));
   const finished = new Promise<void>((resolve, reject) => {
     stream.on("error", reject);
     stream.on("finish", () => resolve());
   });
-  let chunk = "";
+  const pieces: Uint8Array[] = [];
+  const suffixes: string[] = [];
+  let bytes = 0;
+  const flush = (): Buffer => {
+    const out = Buffer.allocUnsafe(bytes);
+    let at = 0;
+    for (let i = 0; i < pieces.length; i++) {
+      const prefix = pieces[i] as Uint8Array;
+      out.set(prefix, at);
+      at += prefix.length;
+      at += out.write(suffixes[i] as string, at, "latin1");
+    }
+    pieces.length = 0;
+    suffixes.length = 0;
+    bytes = 0;
+    return out;
+  };
   for (let i = 0; i < rows.length; i++) {
     const r = rows[i] as NewRow;
     assign(r);
-    // hmac_chain is hex and chain_seq an integer: neither needs escaping
-    chunk += `${r.prepared.copyPrefix}${r.hmacChain}\t${r.tamper ? "t" : "f"}\t${r.chainSeq}\n`;
-    if ((i + 1) % COPY_CHUNK_ROWS === 0) {
-      stream.write(chunk, "utf8");
-      chunk = "";
-    }
+    const prefix = r.prepared.copyPrefix;
+    const encoded = typeof prefix === "string" ? Buffer.from(prefix, "utf8") : prefix;
+    // hmac_chain is hex and chain_seq an integer: neither needs escaping, and the suffix is ASCII
+    const suffix = `${r.hmacChain}\t${r.tamper ? "t" : "f"}\t${r.chainSeq}\n`;
+    pieces.push(encoded);
+    suffixes.push(suffix);
+    bytes += encoded.length + suffix.length;
+    if ((i + 1) % COPY_CHUNK_ROWS === 0) stream.write(flush());
   }
-  stream.end(chunk, "utf8");
+  stream.end(flush());
   await finished;
 }
 
