@@ -8,7 +8,7 @@ import type { Logger } from "pino";
 import { backoffMs } from "./backoff.js";
 import type { DispatcherMetrics, FailureReason } from "./metrics.js";
 import type { ClaimedRow, ExchangeRow, RowOutcome } from "./sql.js";
-import { EXCHANGE_SQL, exchangeParams } from "./sql.js";
+import { EXCHANGE_SQL, EXCHANGE_TYPES, exchangeParams } from "./sql.js";
 
 export interface DispatcherOptions {
   pool: pg.Pool;
@@ -194,6 +194,7 @@ export class OutboxDispatcher {
         name: "outbox_exchange",
         text: EXCHANGE_SQL,
         values: exchangeParams(marks, limit, this.o.leaseMs, this.o.owner),
+        types: EXCHANGE_TYPES,
       }));
     } catch (error) {
       // The connection may be broken: destroy it, the next exchange takes a fresh one.
@@ -222,7 +223,13 @@ export class OutboxDispatcher {
         outcomes.push({ kind: "release", id: row.id });
         continue;
       }
-      const check = outboxEntry(row.stream_name, row.payload_json, row.id);
+      let payload: unknown;
+      try {
+        payload = JSON.parse(row.payload_json);
+      } catch {
+        payload = undefined; // never from jsonb; outboxEntry then fails the row as payload_invalid
+      }
+      const check = outboxEntry(row.stream_name, payload, row.id);
       if (!check.ok) {
         this.reject(row, check.reason, check.message, outcomes);
         continue;

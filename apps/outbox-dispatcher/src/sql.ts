@@ -7,6 +7,7 @@
  * `0004_outbox_exchange`, packages/db): its statements are planned once per connection instead of at every
  * batch, and the outcomes travel as array parameters of a prepared statement, not as SQL text.
  */
+import pg from "pg";
 
 /**
  * Serializes claims across replicas; `outbox_exchange` takes `pg_advisory_xact_lock` on this value (a
@@ -18,9 +19,22 @@ export const CLAIM_LOCK_KEY = 7358120051;
 export interface ClaimedRow {
   id: string;
   stream_name: string;
-  payload_json: unknown;
+  /** The JSON text of the jsonb column, unparsed (see `EXCHANGE_TYPES`). */
+  payload_json: string;
   attempts: number;
 }
+
+const JSONB_OID = 3802;
+
+/**
+ * Type parsers of `EXCHANGE_SQL`: jsonb stays text. The rows arrive while the claim lane waits, and the
+ * next claim is sent only once they are parsed; the payloads are parsed later, when their batch is
+ * published, while PostgreSQL works on the next claim.
+ */
+export const EXCHANGE_TYPES = {
+  getTypeParser: ((oid: number, format?: "text" | "binary") =>
+    oid === JSONB_OID ? (value: string) => value : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
+};
 
 /**
  * A row of `outbox_exchange`: a claimed row, or (only when nothing was claimed) one row with `id` NULL

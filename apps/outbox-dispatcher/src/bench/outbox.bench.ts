@@ -26,7 +26,7 @@ import { OutboxDispatcher } from "../dispatcher.js";
 import { NotifyListener } from "../listener.js";
 import { createMetrics } from "../metrics.js";
 import type { ClaimedRow, ExchangeRow, RowOutcome } from "../sql.js";
-import { EXCHANGE_SQL, exchangeParams } from "../sql.js";
+import { EXCHANGE_SQL, EXCHANGE_TYPES, exchangeParams } from "../sql.js";
 
 type Metric = BenchMetric;
 
@@ -234,7 +234,7 @@ async function main(): Promise<void> {
     let done = 0;
     const t0 = performance.now();
     for (;;) {
-      const { rows } = await pool.query<ExchangeRow>({ name: "outbox_exchange", text: EXCHANGE_SQL, values: exchangeParams(marks, BATCH, 30_000, owner) });
+      const { rows } = await pool.query<ExchangeRow>({ name: "outbox_exchange", text: EXCHANGE_SQL, values: exchangeParams(marks, BATCH, 30_000, owner), types: EXCHANGE_TYPES });
       const claimed = rows.filter((r): r is ExchangeRow & ClaimedRow => r.id !== null);
       if (claimed.length === 0 && marks.length === 0) break;
       done += claimed.length;
@@ -248,19 +248,20 @@ async function main(): Promise<void> {
 
   /**
    * Seconds to publish the same rows with nothing but the dispatcher's Redis side: per batch, each row's
-   * payload (as parsed from PostgreSQL) is flattened and validated (`outboxEntry`), then signed and sent
+   * payload (JSON text, as the claim returns it) is parsed, flattened and validated (`outboxEntry`), then signed and sent
    * in one pipeline by the dispatcher's publisher; one batch in flight.
    */
   async function publishStageAlone(ids: readonly string[], events: readonly Fields[], keyPrefix: string): Promise<number> {
     const client = new Redis(REDIS_URL, { maxRetriesPerRequest: 20 });
     await client.ping();
     const publisher = new StreamPublisher({ redis: client, signing, keyPrefix, maxLenFor: () => MAXLEN });
-    const payloads = events.map((e) => JSON.parse(JSON.stringify(e)) as unknown);
+    // As the claim returns them: JSON text, parsed when published.
+    const payloads = events.map((e) => JSON.stringify(e));
     const t0 = performance.now();
     for (let i = 0; i < ids.length; i += BATCH) {
       const entries: PublishEntry[] = [];
       for (let j = i; j < Math.min(i + BATCH, ids.length); j++) {
-        const check = outboxEntry(topic.stream, payloads[j], ids[j] as string);
+        const check = outboxEntry(topic.stream, JSON.parse(payloads[j] as string) as unknown, ids[j] as string);
         if (!check.ok) throw new Error(check.message);
         entries.push({ stream: check.topic.stream, fields: check.fields });
       }
