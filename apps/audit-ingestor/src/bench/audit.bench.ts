@@ -31,6 +31,7 @@ import { pino } from "pino";
 
 import { startAuditIngestor } from "../app.js";
 import { loadConfig } from "../config.js";
+import { makeEvent } from "../test-support/events.js";
 
 type Metric = BenchMetric;
 
@@ -58,23 +59,14 @@ function* frames(count: number, auditKey: Buffer): Generator<Fields> {
   for (let i = 0; i < count; i++) {
     const zone = `zone-${i % ZONES}`;
     const link = links.get(zone) ?? { seq: 0, prev: "" };
-    const id = randomUUID();
-    const event = {
-      id,
+    const event = makeEvent({
       zone_id: zone,
-      event_type: "token.exchange",
-      request_id: `req-${id}`,
       decision: i % 7 === 0 ? "deny" : "allow",
-      policy_set_id: "policy-set-1",
-      policy_set_version_id: "policy-set-version-1",
-      manifest_sha: "sha256:3a6eb0790f39ac87c94f3856b2dd2c5d110e6811602261a9a923d3bb23adc8b7",
-      evaluation_status: "complete",
-      determining_policies_json: [{ id: "baseline-resource-scope" }],
-      diagnostics_json: [{ code: "scope_allowed" }],
       metadata_json: { resource: "resource://api", trace_id: randomBytes(16).toString("hex"), subject: `agent-${i % 1000}` },
       occurred_at: new Date(t0 + i).toISOString(),
       chain: { producer, seq: link.seq + 1, prev: link.prev },
-    };
+    });
+    const id = event.id;
     const data = JSON.stringify(event);
     const sig = signAuditData(auditKey, data);
     links.set(zone, { seq: link.seq + 1, prev: sig });

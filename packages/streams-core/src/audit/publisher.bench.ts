@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 import type { BenchMetric } from "@caracal/testkit/bench-report";
-import { reportBench } from "@caracal/testkit/bench-report";
+import { deletePrefix, reportBench } from "@caracal/testkit/bench-report";
 import { Redis } from "ioredis";
 
 import { StreamPublisher } from "../publisher.js";
@@ -134,12 +134,7 @@ async function main(): Promise<void> {
     console.log(`audit publisher, ${EVENTS} events, best of ${ROUNDS} (baseline: ${baselineCount} events, one XADD each)`);
     reportBench("audit-publisher", metrics, { events: EVENTS, rounds: ROUNDS });
   } finally {
-    let cursor = "0";
-    do {
-      const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
-      cursor = next;
-      if (keys.length > 0) await redis.del(...keys);
-    } while (cursor !== "0");
+    await deletePrefix(redis, prefix);
     redis.disconnect();
   }
 }
