@@ -1,7 +1,10 @@
+import { Pipeline } from "ioredis";
+
 import type { Fields } from "./codec.js";
 import { maxLenOf, streamKey } from "./registry.js";
 import type { RedisClient } from "./redis.js";
 import { isCluster } from "./redis.js";
+import { EncodedCommand, RespWriter, encodeXadd } from "./resp.js";
 import type { SignaturePolicy } from "./signing.js";
 import { SIGNATURE_FIELD } from "./signing.js";
 
@@ -31,11 +34,13 @@ export interface PublisherOptions {
  * Safe to call concurrently.
  */
 export class StreamPublisher {
+  /** This publisher's key prefix, after the client's own `keyPrefix` option (ioredis would add that one). */
   private readonly keyPrefix: string;
   private readonly maxLenFor: (stream: string) => number;
 
   constructor(private readonly options: PublisherOptions) {
-    this.keyPrefix = options.keyPrefix ?? "";
+    const clientPrefix = (options.redis.options as { keyPrefix?: string }).keyPrefix ?? "";
+    this.keyPrefix = clientPrefix + (options.keyPrefix ?? "");
     this.maxLenFor = options.maxLenFor ?? maxLenOf;
   }
 
@@ -74,10 +79,16 @@ export class StreamPublisher {
     const sent: Array<Promise<void>> = [];
     for (let start = 0; start < indexes.length; start += PIPELINE_CHUNK) {
       const chunk = indexes.slice(start, start + PIPELINE_CHUNK);
-      const pipeline = this.options.redis.pipeline();
+      // What `redis.pipeline()` builds, typed as the class: its `sendCommand` takes a prepared command.
+      const pipeline = new Pipeline(this.options.redis);
+      const writer = new RespWriter();
       for (const i of chunk) {
         const entry = entries[i] as PublishEntry;
-        pipeline.xadd(streamKey(entry.stream, this.keyPrefix), "MAXLEN", "~", this.maxLenFor(entry.stream), "*", ...this.argsOf(entry));
+        const key = streamKey(entry.stream, this.keyPrefix);
+        const signer = this.options.signing.signer;
+        const signature = signer === undefined ? undefined : { field: SIGNATURE_FIELD, value: signer.sign(entry.stream, entry.fields) };
+        const encoded = encodeXadd(writer, key, this.maxLenFor(entry.stream), entry.fields, SIGNATURE_FIELD, signature);
+        pipeline.sendCommand(new EncodedCommand("xadd", key, encoded));
       }
       sent.push(
         pipeline.exec().then((results) => {
@@ -92,16 +103,6 @@ export class StreamPublisher {
       if (start + PIPELINE_CHUNK < indexes.length) await new Promise<void>((resolve) => setImmediate(resolve));
     }
     await Promise.all(sent);
-  }
-
-  /** XADD field arguments of `prepare(entry)`, built without copying the fields object (hot path). */
-  private argsOf(entry: PublishEntry): string[] {
-    const fields = entry.fields;
-    const args: string[] = [];
-    for (const key in fields) if (key !== SIGNATURE_FIELD) args.push(key, fields[key] as string);
-    const signer = this.options.signing.signer;
-    if (signer !== undefined) args.push(SIGNATURE_FIELD, signer.sign(entry.stream, fields));
-    return args;
   }
 }
 

@@ -1,0 +1,58 @@
+import { Command } from "ioredis";
+import { describe, expect, it } from "vitest";
+
+import { RespWriter, encodeXadd } from "./resp.js";
+
+/** What ioredis itself writes for the same command (its `toWritable` of the argument list). */
+function ioredisBytes(name: string, args: string[]): Buffer {
+  const writable = new Command(name, args).toWritable(undefined as never);
+  return typeof writable === "string" ? Buffer.from(writable, "utf8") : writable;
+}
+
+const awkward = [
+  "",
+  "=",
+  "a\nb\r\nc",
+  "é",
+  "zone-✓",
+  "😀 emoji and surrogates",
+  "x".repeat(95),
+  "y".repeat(96),
+  "z".repeat(97),
+  `${"ascii ".repeat(30)}then ü`,
+  "ü".repeat(200),
+  "\u0000nul",
+  "\u007f",
+  "\u0080",
+];
+
+describe("encodeXadd", () => {
+  it("writes the same bytes as ioredis for awkward field values and keys", () => {
+    const writer = new RespWriter(64); // small: forces the buffer to grow mid-command
+    for (const value of awkward) {
+      const fields = { [`k-${value.slice(0, 3)}`]: value, plain: "v", _sig: "stale" };
+      const bytes = encodeXadd(writer, `stream:${value.slice(0, 2)}`, 100_000, fields, "_sig", { field: "_sig", value: "fresh" });
+      const expected = ioredisBytes("XADD", [
+        `stream:${value.slice(0, 2)}`, "MAXLEN", "~", "100000", "*", `k-${value.slice(0, 3)}`, value, "plain", "v", "_sig", "fresh",
+      ]);
+      expect(bytes.equals(expected), JSON.stringify(value)).toBe(true);
+    }
+  });
+
+  it("keeps every command's bytes intact when later commands grow the buffer", () => {
+    const writer = new RespWriter(32);
+    const commands = Array.from({ length: 50 }, (_, i) => {
+      const fields = { n: String(i), body: "é".repeat(i * 7) };
+      return { bytes: encodeXadd(writer, "s", 10, fields, "_sig", undefined), fields };
+    });
+    for (const { bytes, fields } of commands) {
+      expect(bytes.equals(ioredisBytes("XADD", ["s", "MAXLEN", "~", "10", "*", "n", fields.n, "body", fields.body]))).toBe(true);
+    }
+  });
+
+  it("omits null and undefined values and writes other values as text (untyped callers)", () => {
+    const fields = { a: "1", b: null, c: undefined, d: 7 } as unknown as Record<string, string>;
+    const bytes = encodeXadd(new RespWriter(), "s", 5, fields, "_sig", undefined);
+    expect(bytes.equals(ioredisBytes("XADD", ["s", "MAXLEN", "~", "5", "*", "a", "1", "d", "7"]))).toBe(true);
+  });
+});
