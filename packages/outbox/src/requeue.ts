@@ -9,7 +9,9 @@ export type RequeueFilter = { ids: readonly string[] } | { stream: string } | { 
  * Puts failed rows back in line (operator action): `failed_at` cleared, `attempts` reset to 0, due now.
  * `last_error` is kept as the record of the earlier failure until the next attempt overwrites it.
  * A requeued row keeps its place key, so it leaves before later rows of its stream that are still
- * pending, but after those already dispatched. Notifies the dispatchers. Returns the number of rows.
+ * pending, but after those already dispatched: it also bumps `event_outbox_rescan.requeues`, which sends
+ * the next claims back to the start of the pending index (migration 0006). Notifies the dispatchers.
+ * Returns the number of rows.
  */
 export async function requeue(tx: OutboxTx, filter: RequeueFilter): Promise<number> {
   let where: string;
@@ -29,6 +31,8 @@ export async function requeue(tx: OutboxTx, filter: RequeueFilter): Promise<numb
     `WITH upd AS (
        UPDATE event_outbox SET failed_at = NULL, attempts = 0, available_at = now(), locked_until = NULL, locked_by = NULL
        WHERE failed_at IS NOT NULL AND dispatched_at IS NULL AND ${where} RETURNING 1
+     ), rescan AS (
+       UPDATE event_outbox_rescan SET requeues = requeues + 1 WHERE EXISTS (SELECT FROM upd) RETURNING 1
      ) SELECT count(*)::int AS n, pg_notify('${OUTBOX_CHANNEL}', '') FROM upd`,
     values,
   );

@@ -1,7 +1,7 @@
 import { sql } from "drizzle-orm";
-import { customType, pgSequence } from "drizzle-orm/pg-core";
+import { check, customType, pgSequence } from "drizzle-orm/pg-core";
 
-import { bigint, index, integer, jsonb, pgTable, text, timestamptz } from "./columns.js";
+import { bigint, boolean, index, integer, jsonb, pgTable, text, timestamptz } from "./columns.js";
 
 /**
  * A full 64-bit transaction id (`xid8`), read as its decimal text. Compared with
@@ -62,4 +62,18 @@ export const eventOutbox = pgTable(
     // Operator inspection and requeue of failed rows.
     index("event_outbox_failed_idx").on(t.failedAt).where(sql`${t.failedAt} IS NOT NULL`),
   ],
+);
+
+/**
+ * One row. `requeue` bumps `requeues` in its own transaction; `outbox_exchange` then reads the pending
+ * index from its start again instead of from where its previous scan began (requeued rows keep their old
+ * place keys, below that start). Migration 0006.
+ */
+export const eventOutboxRescan = pgTable(
+  "event_outbox_rescan",
+  {
+    id: boolean("id").primaryKey().default(true),
+    requeues: bigint("requeues", { mode: "number" }).notNull().default(0),
+  },
+  (t) => [check("event_outbox_rescan_one_row", sql`${t.id}`)],
 );
