@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it } from "vitest";
 
 import { TEST_AUDIT_KEY, makeChain, makeEvent } from "../test-support/events.js";
 import type { EntryToVerify, VerifyOutcome } from "./verify.js";
-import { verifyEntries } from "./verify.js";
+import { decodeOutcomes, encodeOutcomes, verifyEntries } from "./verify.js";
 import { VerifyPool } from "./verify-pool.js";
 
 function entries(): EntryToVerify[] {
@@ -48,5 +48,17 @@ describe("VerifyPool", () => {
     await expect(pending).rejects.toBeInstanceOf(TransientError);
     const again = await pool.verify(entries());
     expect(again.filter((o) => o.ok)).toHaveLength(4);
+  });
+
+  it("sends COPY prefixes longer than their UTF-16 length guess (non-ASCII text) intact", () => {
+    // 3-byte UTF-8 characters: the bytes outgrow the buffer's first size, which is then grown
+    const batch = Array.from({ length: 40 }, (_, i) => ({
+      id: `4-${i}`,
+      fields: encodeAuditFrame(makeEvent({ zone_id: "z", metadata_json: { note: "€".repeat(1000 + i) } }), TEST_AUDIT_KEY),
+      redelivered: false,
+    }));
+    const outcomes = verifyEntries(batch, TEST_AUDIT_KEY);
+    const encoded = encodeOutcomes(outcomes);
+    expect(asText(decodeOutcomes(encoded))).toEqual(outcomes);
   });
 });

@@ -53,11 +53,25 @@ export function verifyEntries(entries: readonly EntryToVerify[], auditKey: Buffe
  * Entries: per entry `id, redelivered (1 | 0), field count n, n × (name, value)`.
  */
 export function encodeEntries(entries: readonly EntryToVerify[]): Array<string | number> {
-  const out: Array<string | number> = [];
+  // sized once (no copies as it grows); no array of names per entry
+  let size = 0;
   for (const e of entries) {
-    const names = Object.keys(e.fields);
-    out.push(e.id, e.redelivered ? 1 : 0, names.length);
-    for (const name of names) out.push(name, e.fields[name] as string);
+    size += 3;
+    for (const _name in e.fields) size += 2;
+  }
+  const out = new Array<string | number>(size);
+  let at = 0;
+  for (const e of entries) {
+    out[at] = e.id;
+    out[at + 1] = e.redelivered ? 1 : 0;
+    const countAt = at + 2;
+    at += 3;
+    for (const name in e.fields) {
+      out[at] = name;
+      out[at + 1] = e.fields[name] as string;
+      at += 2;
+    }
+    out[countAt] = (at - countAt - 1) / 2;
   }
   return out;
 }
@@ -81,8 +95,8 @@ export function decodeEntries(flat: ReadonlyArray<string | number>): EntryToVeri
  * Outcomes: `flat` holds per outcome `0, reason, message` (rejected) or `1, key, event id, zone id, lock
  * key, content sha, COPY prefix length in bytes, sig, stream entry id, redelivered (1 | 0), chain producer,
  * chain seq, chain prev` with null for what is absent (the three chain values are null together); `bytes`
- * holds the COPY prefixes, UTF-8, one after the other. The worker transfers `bytes` (no copy): the main
- * thread neither copies nor encodes the largest part of each row again.
+ * holds the COPY prefixes, UTF-8, one after the other (possibly followed by unused bytes). The worker
+ * transfers `bytes` (no copy): the main thread neither copies nor encodes the largest part of each row again.
  */
 export interface EncodedOutcomes {
   readonly flat: Array<string | number | null>;
@@ -91,8 +105,15 @@ export interface EncodedOutcomes {
 
 export function encodeOutcomes(outcomes: readonly VerifyOutcome[]): EncodedOutcomes {
   const flat: Array<string | number | null> = [];
-  const prefixes: string[] = [];
-  let total = 0;
+  // One pass over the prefixes: each is written (flattened and encoded) straight into the buffer, whose
+  // size is guessed from their UTF-16 lengths (UTF-8 of ASCII text, the usual case) plus some room; the
+  // exact UTF-8 length is computed only for a prefix that might not fit, and the buffer grown if it does not.
+  let capacity = COPY_BYTES_SLACK;
+  for (const o of outcomes) if (o.ok) capacity += typeof o.prepared.copyPrefix === "string" ? o.prepared.copyPrefix.length : o.prepared.copyPrefix.length;
+  // its own ArrayBuffer (never the shared pool of small Buffers), so that it can be transferred
+  let bytes = new ArrayBuffer(capacity);
+  let view = Buffer.from(bytes);
+  let at = 0;
   for (const o of outcomes) {
     if (!o.ok) {
       flat.push(0, o.reason, o.message);
@@ -101,20 +122,28 @@ export function encodeOutcomes(outcomes: readonly VerifyOutcome[]): EncodedOutco
     const p = o.prepared;
     const c = p.event.chain;
     const prefix = typeof p.copyPrefix === "string" ? p.copyPrefix : Buffer.from(p.copyPrefix).toString("utf8");
-    const length = Buffer.byteLength(prefix, "utf8");
-    prefixes.push(prefix);
-    total += length;
+    if (capacity - at < prefix.length * 3) {
+      const needed = Buffer.byteLength(prefix, "utf8");
+      if (capacity - at < needed) {
+        capacity = Math.max(capacity * 2, at + needed + COPY_BYTES_SLACK);
+        const grown = new ArrayBuffer(capacity);
+        const grownView = Buffer.from(grown);
+        grownView.set(view.subarray(0, at));
+        bytes = grown;
+        view = grownView;
+      }
+    }
+    const length = view.write(prefix, at, "utf8");
+    at += length;
     flat.push(1, p.key, p.event.id, p.event.zone_id, p.lockKey, p.contentSha, length, p.sig ?? null, p.streamEntryId ?? null, p.redelivered ? 1 : 0);
     if (c === undefined) flat.push(null, null, null);
     else flat.push(c.producer, c.seq, c.prev);
   }
-  // its own ArrayBuffer (never the shared pool of small Buffers), so that it can be transferred
-  const bytes = new ArrayBuffer(total);
-  const view = Buffer.from(bytes);
-  let at = 0;
-  for (const prefix of prefixes) at += view.write(prefix, at, "utf8");
   return { flat, bytes };
 }
+
+/** Room beyond the prefixes' UTF-16 lengths in `encodeOutcomes`' buffer (a few rows of non-ASCII text). */
+const COPY_BYTES_SLACK = 16 * 1024;
 
 export function decodeOutcomes({ flat, bytes }: EncodedOutcomes): VerifyOutcome[] {
   const outcomes: VerifyOutcome[] = [];
