@@ -3,9 +3,9 @@
 -- Why: a dispatched row's entry stays in event_outbox_pending_idx until VACUUM removes it (the mark takes
 -- the row out of the index's predicate, so it cannot be a HOT update, and nothing inserts into the index's
 -- head, where a page would be cleaned up on the way). Every claim used to read the index from its start,
--- stepping over every entry of every row dispatched since the last vacuum: about 1 in 6 of the claim's
--- time with 20,000 rows drained, growing with the backlog (pgbench of outbox_exchange alone, 1.8 -> 1.6
--- ms per 32-row claim at 20,000 rows, 1.9 -> 1.6 ms at 40,000).
+-- stepping over every entry of every row dispatched since the last vacuum, so its cost grew with the rows
+-- dispatched: after 9,600 rows (300 claims of 32 on a 20,000-row backlog) the claim scan read 88 buffers
+-- in 0.43 ms; it now reads 15 in 0.19 ms (auto_explain, log_analyze and log_buffers; one sample each).
 --
 -- Now each claim starts where no pending row can be below: the lower of (a) the first pending row its
 -- scan saw and (b) (bound, -inf), bound being the guard bound of the claim (the oldest transaction of
@@ -17,6 +17,12 @@
 -- next claim after its commit reads the index from its start. Rows put back by hand (UPDATE ... SET
 -- failed_at = NULL) are read again within a second. The result of a claim is unchanged: only entries
 -- below every pending row are skipped.
+--
+-- Also: the lease updates the rows it has just locked by their ctid (a TID scan), not by a second lookup
+-- of their ids in the primary key. A row updated by a transaction that committed after the claim's
+-- snapshot is locked in its newest version, which that snapshot cannot see: it is left unleased, like a
+-- row SKIP LOCKED passes over, and claimed later. And this database's oid is looked up only when other
+-- transactions are running (it was a statement of its own at every claim).
 --
 -- Adoption-safe: a new one-row table, CREATE OR REPLACE FUNCTION with the same signature and result.
 CREATE TABLE IF NOT EXISTS "event_outbox_rescan" (
@@ -47,7 +53,6 @@ CREATE OR REPLACE FUNCTION outbox_exchange(
 ) LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
-  v_db oid;
   v_bound xid8;
   v_window bigint := greatest(p_claim_limit, 1)::bigint * 2;
   v_seen bigint;
@@ -93,12 +98,12 @@ BEGIN
   END IF;
 
   PERFORM pg_advisory_xact_lock(7358120051);
-  SELECT d.oid INTO v_db FROM pg_database d WHERE d.datname = current_database();
   SELECT coalesce(
       (SELECT min(x) FROM pg_snapshot_xip(g.snap) AS x
        WHERE x::xid NOT IN (
          SELECT a.backend_xid FROM pg_stat_get_activity(NULL) a
-         WHERE a.backend_xid IS NOT NULL AND a.datid IS NOT NULL AND a.datid IS DISTINCT FROM v_db)),
+         WHERE a.backend_xid IS NOT NULL AND a.datid IS NOT NULL
+           AND a.datid IS DISTINCT FROM (SELECT d.oid FROM pg_database d WHERE d.datname = current_database()))),
       pg_snapshot_xmax(g.snap)),
       (SELECT r.requeues FROM event_outbox_rescan r)
     INTO v_bound, v_requeues
@@ -159,12 +164,12 @@ BEGIN
   WITH leased AS (
     UPDATE event_outbox o SET locked_until = now() + p_lease_ms * interval '1 millisecond', locked_by = p_owner
     FROM (
-      SELECT e.id FROM event_outbox e
+      SELECT e.ctid AS row_ctid FROM event_outbox e
       WHERE e.id = ANY(v_ids) AND coalesce(e.dispatched_at, e.failed_at) IS NULL
         AND e.available_at <= now() AND (e.locked_until IS NULL OR e.locked_until <= now())
       FOR UPDATE SKIP LOCKED
     ) d
-    WHERE o.id = d.id
+    WHERE o.ctid = d.row_ctid
     RETURNING o.id, o.stream_name, o.payload_json, o.attempts,
       coalesce(o.tx_id, '0'::xid8) AS k1, coalesce(o.seq, 0) AS k2, o.created_at AS k3
   )
