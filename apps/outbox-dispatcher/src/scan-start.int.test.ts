@@ -68,6 +68,35 @@ describe.skipIf(!hasPostgres())("outbox_exchange scan start", () => {
     }
   });
 
+  it("reads from the head of the index again within a second: a row put back by hand is claimed", async () => {
+    await insertRows("a-", 1, "caracal.keys.invalidate");
+    await insertRows("b-", 100);
+    await db.pool.query("UPDATE event_outbox SET failed_at = now(), attempts = 100 WHERE id = 'a-000001'");
+    const client = await db.pool.connect();
+    try {
+      // A malformed setting is ignored, never an error.
+      await client.query("SELECT set_config('caracal.outbox_scan_from', 'garbage', false)");
+      let marks = await exchange(client, [], 32);
+      expect(marks).toHaveLength(32);
+      // Put back by hand, without requeue: below this session's scan start, so not seen at once...
+      await db.pool.query("UPDATE event_outbox SET failed_at = NULL, attempts = 0 WHERE id = 'a-000001'");
+      const claimed: string[] = [];
+      const started = Date.now();
+      while (!claimed.includes("a-000001") && Date.now() - started < 3_000) {
+        marks = await exchange(client, marks, 4);
+        claimed.push(...marks);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      // ...but every claim derives its start from the previous one, and the chain is trusted for one
+      // second from its last read from the head: then the row is claimed.
+      expect(claimed).toContain("a-000001");
+      expect(claimed.indexOf("a-000001")).toBeGreaterThan(0);
+      expect(Date.now() - started).toBeLessThan(2_000);
+    } finally {
+      client.release(true);
+    }
+  });
+
   it("goes back to the head of the index after a requeue: a requeued row leaves before later rows of its stream", async () => {
     await insertRows("a-", 1, "caracal.keys.invalidate"); // will fail, then be requeued
     await insertRows("b-", 64);

@@ -12,11 +12,11 @@
 -- this database still running, or the next xid): a row that commits later was inserted by a transaction
 -- running at that moment or begun after it, and its tx_id is at least the bound. It is kept per session
 -- in the setting caracal.outbox_scan_from ("tx seq requeues epoch_ms") and trusted only by the same
--- session, for one second, and while event_outbox_rescan.requeues is unchanged: requeue puts failed rows
--- back with their old place keys, below the start, and bumps that counter in its own transaction, so the
--- next claim after its commit reads the index from its start. Rows put back by hand (UPDATE ... SET
--- failed_at = NULL) are read again within a second. The result of a claim is unchanged: only entries
--- below every pending row are skipped.
+-- session, while event_outbox_rescan.requeues is unchanged, and for one second from the last claim that
+-- read the index from its head: requeue puts failed rows back with their old place keys, below the
+-- start, and bumps that counter in its own transaction, so the next claim after its commit reads the
+-- index from its head. Rows put back by hand (UPDATE ... SET failed_at = NULL) are seen again within a
+-- second. The result of a claim is unchanged: only entries below every pending row are skipped.
 --
 -- Also: the lease updates the rows it has just locked by their ctid (a TID scan), not by a second lookup
 -- of their ids in the primary key. A row updated by a transaction that committed after the claim's
@@ -65,6 +65,7 @@ DECLARE
   v_from_seq bigint := -9223372036854775808;
   v_head_tx xid8;
   v_head_seq bigint;
+  v_from_full_at bigint;
 BEGIN
   -- Losing an outcome or a lease in a database crash only republishes rows (same outbox_id). No JIT: a
   -- widened prefix read (thousands of rows backing off) can cost enough to trigger a compilation that
@@ -109,12 +110,14 @@ BEGIN
     INTO v_bound, v_requeues
     FROM (SELECT pg_current_snapshot() AS snap) g;
 
-  -- The previous scan's start key, if still trusted: no requeue since, and taken less than a second ago.
-  IF v_requeues IS NOT NULL AND coalesce(v_from, '') <> ''
+  -- The previous scan's start key, if still trusted: no requeue since, and taken less than a second ago
+  -- (anything else in the setting, a value set by hand say, is ignored).
+  IF v_requeues IS NOT NULL AND coalesce(v_from, '') ~ '^[0-9]{1,20} -?[0-9]{1,19} [0-9]{1,19} [0-9]{1,19}$'
      AND split_part(v_from, ' ', 3)::bigint = v_requeues
      AND extract(epoch FROM clock_timestamp()) * 1000 - split_part(v_from, ' ', 4)::float8 BETWEEN 0 AND 1000 THEN
     v_from_tx := split_part(v_from, ' ', 1)::xid8;
     v_from_seq := split_part(v_from, ' ', 2)::bigint;
+    v_from_full_at := split_part(v_from, ' ', 4)::bigint;
   END IF;
 
   LOOP
@@ -145,13 +148,16 @@ BEGIN
   END LOOP;
 
   -- The next scan's start: the lower of this scan's first pending row and (bound, -inf), below which no
-  -- row can commit from now on. Rolled back with this transaction if it fails.
+  -- row can commit from now on; with the time of the last scan from the head of the index (a start
+  -- derived from a start is trusted only as long as the first one). Rolled back with this transaction
+  -- if it fails.
   PERFORM set_config('caracal.outbox_scan_from',
     CASE
       WHEN v_requeues IS NULL THEN ''
       WHEN v_head_tx IS NULL OR v_bound <= v_head_tx THEN v_bound::text || ' -9223372036854775808'
       ELSE v_head_tx::text || ' ' || v_head_seq::text
-    END || ' ' || coalesce(v_requeues::text, '') || ' ' || floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint::text,
+    END || ' ' || coalesce(v_requeues::text, '') || ' '
+      || coalesce(v_from_full_at, floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint)::text,
     false);
 
   -- SKIP LOCKED: a row another transaction holds (a replica marking a row whose lease expired) is left
