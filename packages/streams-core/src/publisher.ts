@@ -37,6 +37,8 @@ export class StreamPublisher {
   /** This publisher's key prefix, after the client's own `keyPrefix` option (ioredis would add that one). */
   private readonly keyPrefix: string;
   private readonly maxLenFor: (stream: string) => number;
+  /** Reused for every command: a command is encoded and taken out with no await in between. */
+  private readonly writer = new RespWriter();
 
   constructor(private readonly options: PublisherOptions) {
     const clientPrefix = (options.redis.options as { keyPrefix?: string }).keyPrefix ?? "";
@@ -81,13 +83,12 @@ export class StreamPublisher {
       const chunk = indexes.slice(start, start + PIPELINE_CHUNK);
       // What `redis.pipeline()` builds, typed as the class: its `sendCommand` takes a prepared command.
       const pipeline = new Pipeline(this.options.redis);
-      const writer = new RespWriter();
       for (const i of chunk) {
         const entry = entries[i] as PublishEntry;
         const key = streamKey(entry.stream, this.keyPrefix);
         const signer = this.options.signing.signer;
         const signature = signer === undefined ? undefined : { field: SIGNATURE_FIELD, value: signer.sign(entry.stream, entry.fields) };
-        const encoded = encodeXadd(writer, key, this.maxLenFor(entry.stream), entry.fields, SIGNATURE_FIELD, signature);
+        const encoded = encodeXadd(this.writer, key, this.maxLenFor(entry.stream), entry.fields, SIGNATURE_FIELD, signature);
         pipeline.sendCommand(new EncodedCommand("xadd", key, encoded));
       }
       sent.push(

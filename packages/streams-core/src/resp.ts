@@ -1,11 +1,11 @@
 /**
- * XADD commands encoded straight into RESP bytes, for the publisher's hot path.
+ * XADD commands encoded straight into RESP, for the publisher's hot path.
  *
  * Why: ioredis builds a command from an argument array (`args.flat()`, then one string concatenation
- * and one `Buffer.byteLength` per argument when written, then the pipeline's UTF-8 encoding of the
- * joined string). For a 20-argument XADD that was most of the client's CPU per entry (`bench:core`
- * profile). Here each argument is written once into one Buffer per pipeline chunk; ASCII arguments (ids,
- * hex signatures, timestamps, most field values) are copied byte by byte with no intermediate string.
+ * and one `Buffer.byteLength` per argument when written). For a 20-argument XADD that was most of the
+ * client's CPU per entry (profile of raw pipelined XADD). Here each argument is written once into a
+ * reused scratch buffer, ASCII arguments (ids, hex signatures, timestamps, most field values) byte by
+ * byte, and the command is taken out as one string (or, when not ASCII, one Buffer).
  */
 import { Command } from "ioredis";
 
@@ -20,34 +20,36 @@ const SHORT_ARGUMENT = 96;
 
 /**
  * A command whose RESP bytes are already encoded. `key` is its only argument as ioredis sees it, so a
- * cluster pipeline still finds the command's slot; the bytes are immutable, so a resend (reconnect,
+ * cluster pipeline still finds the command's slot; the encoding is immutable, so a resend (reconnect,
  * MOVED/ASK) writes the same command again.
  */
 export class EncodedCommand extends Command {
   constructor(
     name: string,
     key: string,
-    private readonly encoded: Buffer,
+    private readonly encoded: string | Buffer,
   ) {
     super(name, [key], { replyEncoding: "utf8" });
   }
 
-  override toWritable(): Buffer {
+  override toWritable(): string | Buffer {
     return this.encoded;
   }
 }
 
 /**
- * Appends RESP arrays of bulk strings to a growing Buffer. `take()` returns the bytes written since the
- * previous `take()`: a view of this writer's buffer, never overwritten afterwards (growing allocates a
- * new buffer; earlier views keep the old one).
+ * Encodes RESP arrays of bulk strings into a scratch buffer that is reused from one command to the next.
+ * `take()` returns the command as a string when it is all ASCII (the common case: an on-heap copy that
+ * ioredis joins with the rest of its pipeline, as it does its own commands) and otherwise as a Buffer copy
+ * of its UTF-8 bytes (a string would be encoded to UTF-8 a second time by the socket). Either way the
+ * result does not change when the writer is used again.
  */
 export class RespWriter {
   private buffer: Buffer;
   private position = 0;
-  private start = 0;
+  private ascii = true;
 
-  constructor(initialBytes = 16 * 1024) {
+  constructor(initialBytes = 4 * 1024) {
     this.buffer = Buffer.allocUnsafe(initialBytes);
   }
 
@@ -73,6 +75,7 @@ export class RespWriter {
         if (code > 0x7f) {
           // Not ASCII: the byte length differs from the length; start this argument again.
           this.position = headerAt;
+          this.ascii = false;
           this.bulkNative(value);
           return;
         }
@@ -86,15 +89,17 @@ export class RespWriter {
     this.bulkNative(value);
   }
 
-  /** The bytes written since the last call. */
-  take(): Buffer {
-    const bytes = this.buffer.subarray(this.start, this.position);
-    this.start = this.position;
-    return bytes;
+  /** The command written since the last call (see the class comment); the writer starts over. */
+  take(): string | Buffer {
+    const encoded = this.ascii ? this.buffer.toString("latin1", 0, this.position) : Buffer.from(this.buffer.subarray(0, this.position));
+    this.position = 0;
+    this.ascii = true;
+    return encoded;
   }
 
   private bulkNative(value: string): void {
     const bytes = Buffer.byteLength(value, "utf8");
+    if (bytes !== value.length) this.ascii = false;
     this.reserve(bytes + 32);
     this.buffer[this.position++] = DOLLAR;
     this.integer(bytes);
@@ -116,22 +121,19 @@ export class RespWriter {
     buffer[this.position++] = LF;
   }
 
-  /** Room for `bytes` more bytes; the unfinished command (since the last `take`) moves with it. */
+  /** Room for `bytes` more bytes; the unfinished command moves with it. */
   private reserve(bytes: number): void {
     if (this.position + bytes <= this.buffer.length) return;
-    const pending = this.buffer.subarray(this.start, this.position);
-    const next = Buffer.allocUnsafe(Math.max(this.buffer.length * 2, pending.length + bytes + 1024));
-    pending.copy(next, 0);
+    const next = Buffer.allocUnsafe(Math.max(this.buffer.length * 2, this.position + bytes + 1024));
+    this.buffer.copy(next, 0, 0, this.position);
     this.buffer = next;
-    this.position = pending.length;
-    this.start = 0;
   }
 }
 
 /**
  * `XADD key MAXLEN ~ maxLen * field value ... [signatureField signature]`, with `fields` in their own
  * order minus `omitField` (a caller's stale signature), then the signature when given. Returns the
- * command's bytes.
+ * command as `RespWriter.take` does.
  */
 export function encodeXadd(
   writer: RespWriter,
@@ -140,7 +142,7 @@ export function encodeXadd(
   fields: Fields,
   omitField: string,
   signature: { field: string; value: string } | undefined,
-): Buffer {
+): string | Buffer {
   let pairs = signature === undefined ? 0 : 1;
   for (const name in fields) if (name !== omitField && fields[name] != null) pairs++;
   writer.array(6 + 2 * pairs);

@@ -1,14 +1,15 @@
 /**
  * `pnpm bench:core`: throughput of the publisher and the consumer engine beside the raw Redis commands
- * they wrap, measured in the same run on a fresh key prefix, plus sign/verify rates and the XREADGROUP
- * decode cost of ioredis 5 vs 6. Prints a table and writes bench-results/core.json.
+ * they wrap, measured in the same run on a fresh key prefix, plus sign/verify rates, the publisher's XADD
+ * encoding against ioredis's, and the XREADGROUP decode cost of ioredis 5 vs 6. Prints a table and
+ * writes bench-results/core.json.
  *
  * Environment: REDIS_URL (default redis://127.0.0.1:6379), BENCH_EVENTS (default 100000),
  * BENCH_ROUNDS (default 2: best of n, alternating the measured code and its baseline).
  */
 import { randomBytes, randomUUID } from "node:crypto";
 
-import { Redis } from "ioredis";
+import { Command, Redis } from "ioredis";
 import { Redis as Redis6 } from "ioredis6";
 import type { BenchMetric } from "@caracal/testkit/bench-report";
 import { deletePrefix, rate, ratioMetric, reportBench } from "@caracal/testkit/bench-report";
@@ -18,6 +19,7 @@ import { fieldsToArgs } from "../codec.js";
 import { StreamConsumer } from "../consumer/stream-consumer.js";
 import { StreamPublisher } from "../publisher.js";
 import { Topics, streamKey } from "../registry.js";
+import { EncodedCommand, RespWriter, encodeXadd } from "../resp.js";
 import { StreamSigner } from "../signing.js";
 import type { SignaturePolicy } from "../signing.js";
 
@@ -146,7 +148,31 @@ async function main(): Promise<void> {
     metrics.push(ratioMetric("sign ops/s (canonical bytes + HMAC-SHA256)", rate(EVENTS, signSeconds), rate(EVENTS, hmacSeconds), "ops/s"));
     metrics.push(ratioMetric("verify ops/s (canonical bytes + HMAC-SHA256 + constant-time compare)", rate(EVENTS, verifySeconds), rate(EVENTS, hmacSeconds), "ops/s"));
 
-    // (d) XREADGROUP decode of the same entries: ioredis 5.11 (used) vs ioredis 6 (RESP3 default, and RESP2).
+    // (d) XADD encoding alone (no I/O): the publisher's RESP writer against ioredis building the same
+    // command from its argument list (the Command and its RESP text, which each pipeline then joins).
+    const encodeKey = streamKey(topic.stream, prefix);
+    let respSeconds = Infinity;
+    let ioredisSeconds = Infinity;
+    for (let round = 0; round < ROUNDS; round++) {
+      respSeconds = Math.min(
+        respSeconds,
+        await timed(async () => {
+          const writer = new RespWriter();
+          for (const f of signed) new EncodedCommand("xadd", encodeKey, encodeXadd(writer, encodeKey, 100_000, f, "", undefined));
+        }),
+      );
+      ioredisSeconds = Math.min(
+        ioredisSeconds,
+        await timed(async () => {
+          for (const f of signed) {
+            new Command("xadd", [encodeKey, "MAXLEN", "~", 100_000, "*", ...fieldsToArgs(f)]).toWritable(undefined as never);
+          }
+        }),
+      );
+    }
+    metrics.push(ratioMetric("XADD encoding entries/s: RESP writer (publisher) vs ioredis Command from arguments", rate(EVENTS, respSeconds), rate(EVENTS, ioredisSeconds), "entries/s"));
+
+    // (e) XREADGROUP decode of the same entries: ioredis 5.11 (used) vs ioredis 6 (RESP3 default, and RESP2).
     const clients: Array<[string, { xreadgroup: Redis["xreadgroup"]; xgroup: Redis["xgroup"]; quit(): Promise<unknown> }]> = [
       ["ioredis 5.11", new Redis(REDIS_URL)],
       ["ioredis 6 (default protocol: RESP3)", new Redis6(REDIS_URL) as unknown as Redis],
