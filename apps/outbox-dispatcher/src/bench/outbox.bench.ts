@@ -3,14 +3,13 @@
  * run, on a fresh database and key prefix, with each stage of a batch also timed alone (the database
  * round trip without Redis, the publish without PostgreSQL); and commit -> XADD latency at a steady
  * 1,000 rows/s with NOTIFY beside the upstream design (poll every 250 ms, no NOTIFY). Prints a table and
- * writes bench-results/outbox.json. The latency runs' producers run in a worker thread of this script.
+ * writes bench-results/outbox.json.
  *
  * Environment: DATABASE_URL (admin URL; a scratch database is created and dropped), REDIS_URL,
  * BENCH_ROWS (default 20000), BENCH_ROUNDS (default 3, best of; the first round runs cold code), BENCH_BATCH (default 32, the seed's
  * CARACAL_OUTBOX_BATCH), BENCH_LATENCY_SECONDS (default 5 per variant), BENCH_RATE (default 1000 rows/s).
  */
 import { randomBytes, randomUUID } from "node:crypto";
-import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
 
 import { createPool, migrateDatabase } from "@caracal/db";
 import { OUTBOX_CHANNEL, enqueue, outboxEntry } from "@caracal/outbox";
@@ -329,12 +328,29 @@ async function main(): Promise<void> {
     }
     await new Promise((r) => setTimeout(r, 300));
     const total = Math.round(RATE * LATENCY_SECONDS);
-    // The producers run in a worker thread: in a deployment they are other processes (the API, the
-    // Coordinator), and on this process's event loop their 3,000 round trips a second delayed the
-    // dispatcher's wake-ups.
-    const produced = await runProducers({ url, total, rate: RATE });
-    const committedAt = new Map(produced.committed);
-    const producedSeconds = produced.seconds;
+    const committedAt = new Map<string, number>();
+    const t0 = performance.now() + 20;
+    let next = 0;
+    // Enough producers that a slow commit never holds the schedule back.
+    const workers = Array.from({ length: 16 }, async () => {
+      for (;;) {
+        const i = next++;
+        if (i >= total) return;
+        const wait = t0 + (i * 1000) / RATE - performance.now();
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        const c = await pool.connect();
+        try {
+          await c.query("BEGIN");
+          const id = await enqueue(c, "sessionsRevoke", revocation(i) as { zone_id: string; reason: string });
+          await c.query("COMMIT");
+          committedAt.set(id, Date.now());
+        } finally {
+          c.release();
+        }
+      }
+    });
+    await Promise.all(workers);
+    const producedSeconds = (performance.now() - t0) / 1000;
     const key = streamKey(topic.stream, keyPrefix);
     while ((await redis.xlen(key)) < total) await new Promise((r) => setTimeout(r, 20));
     controller.abort();
@@ -359,73 +375,7 @@ async function main(): Promise<void> {
 
 
 
-interface ProducerJob {
-  url: string;
-  total: number;
-  rate: number;
-}
-
-interface ProducerResult {
-  /** [outbox id, Date.now() when its COMMIT returned]. */
-  committed: Array<[string, number]>;
-  seconds: number;
-}
-
-/** Runs `producerThread` in a worker thread (this file) and waits for its result. */
-function runProducers(job: ProducerJob): Promise<ProducerResult> {
-  return new Promise((resolve, reject) => {
-    const worker = new Worker(new URL(import.meta.url), { workerData: job });
-    worker.once("message", (result: ProducerResult) => resolve(result));
-    worker.once("error", reject);
-    worker.once("exit", (code) => {
-      if (code !== 0) reject(new Error(`producer thread exited with ${code}`));
-    });
-  });
-}
-
-/**
- * `job.total` single-row transactions (BEGIN, `enqueue`, COMMIT) at `job.rate` a second, from 16
- * producers (enough that a slow commit never holds the schedule back).
- */
-async function producerThread(job: ProducerJob): Promise<ProducerResult> {
-  const pool = createPool(job.url, { max: 16 });
-  const committed: Array<[string, number]> = [];
-  const t0 = performance.now() + 20;
-  let next = 0;
-  const producers = Array.from({ length: 16 }, async () => {
-    for (;;) {
-      const i = next++;
-      if (i >= job.total) return;
-      const wait = t0 + (i * 1000) / job.rate - performance.now();
-      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-      const c = await pool.connect();
-      try {
-        await c.query("BEGIN");
-        const id = await enqueue(c, "sessionsRevoke", revocation(i) as { zone_id: string; reason: string });
-        await c.query("COMMIT");
-        committed.push([id, Date.now()]);
-      } finally {
-        c.release();
-      }
-    }
-  });
-  await Promise.all(producers);
-  const seconds = (performance.now() - t0) / 1000;
-  await pool.end();
-  return { committed, seconds };
-}
-
-if (isMainThread) {
-  main().catch((error: unknown) => {
-    console.error(error);
-    process.exitCode = 1;
-  });
-} else {
-  producerThread(workerData as ProducerJob).then(
-    (result) => parentPort?.postMessage(result),
-    (error: unknown) => {
-      console.error(error);
-      process.exitCode = 1;
-    },
-  );
-}
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exitCode = 1;
+});
