@@ -46,13 +46,6 @@ export class StreamPublisher {
     this.maxLenFor = options.maxLenFor ?? maxLenOf;
   }
 
-  /** Fields as they will be sent: any `_sig` given by the caller is replaced by this publisher's own. */
-  prepare(entry: PublishEntry): Fields {
-    const { [SIGNATURE_FIELD]: _ignored, ...unsigned } = entry.fields;
-    const signer = this.options.signing.signer;
-    return signer === undefined ? unsigned : signer.signFields(entry.stream, unsigned);
-  }
-
   /** Publishes one entry; resolves to its stream entry id. */
   async publish(stream: string, fields: Fields): Promise<string> {
     const [outcome] = await this.publishBatch([{ stream, fields }]);
