@@ -76,10 +76,10 @@ export class StreamPublisher {
       const chunk = indexes.slice(start, start + PIPELINE_CHUNK);
       // What `redis.pipeline()` builds, typed as the class: its `sendCommand` takes a prepared command.
       const pipeline = new Pipeline(this.options.redis);
+      const signer = this.options.signing.signer;
       for (const i of chunk) {
         const entry = entries[i] as PublishEntry;
         const key = streamKey(entry.stream, this.keyPrefix);
-        const signer = this.options.signing.signer;
         const signature = signer === undefined ? undefined : { field: SIGNATURE_FIELD, value: signer.sign(entry.stream, entry.fields) };
         const encoded = encodeXadd(this.writer, key, this.maxLenFor(entry.stream), entry.fields, SIGNATURE_FIELD, signature);
         pipeline.sendCommand(new EncodedCommand("xadd", key, encoded));
