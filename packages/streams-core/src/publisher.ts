@@ -1,9 +1,7 @@
-import { Pipeline } from "ioredis";
-
 import type { Fields } from "./codec.js";
 import { maxLenOf, streamKey } from "./registry.js";
-import type { RedisClient } from "./redis.js";
-import { isCluster } from "./redis.js";
+import type { CommandResult, RedisClient } from "./redis.js";
+import { isCluster, sendCommands } from "./redis.js";
 import { EncodedCommand, RespWriter, encodeXadd } from "./resp.js";
 import type { SignaturePolicy } from "./signing.js";
 import { SIGNATURE_FIELD } from "./signing.js";
@@ -56,7 +54,7 @@ export class StreamPublisher {
 
   /**
    * Publishes a batch; the outcome of entry i is at index i. Entries of one stream keep their order.
-   * A failure of the whole connection rejects; a per-entry failure is reported in its outcome.
+   * A failure, of one entry or of the connection, is reported in the outcome of each entry it hit.
    */
   async publishBatch(entries: readonly PublishEntry[]): Promise<PublishOutcome[]> {
     if (entries.length === 0) return [];
@@ -74,21 +72,20 @@ export class StreamPublisher {
     const sent: Array<Promise<void>> = [];
     for (let start = 0; start < indexes.length; start += PIPELINE_CHUNK) {
       const chunk = indexes.slice(start, start + PIPELINE_CHUNK);
-      // What `redis.pipeline()` builds, typed as the class: its `sendCommand` takes a prepared command.
-      const pipeline = new Pipeline(this.options.redis);
+      const commands: EncodedCommand[] = new Array(chunk.length);
       const signer = this.options.signing.signer;
-      for (const i of chunk) {
+      for (let k = 0; k < chunk.length; k++) {
+        const i = chunk[k] as number;
         const entry = entries[i] as PublishEntry;
         const key = streamKey(entry.stream, this.keyPrefix);
         const signature = signer === undefined ? undefined : { field: SIGNATURE_FIELD, value: signer.sign(entry.stream, entry.fields) };
         const encoded = encodeXadd(this.writer, key, this.maxLenFor(entry.stream), entry.fields, SIGNATURE_FIELD, signature);
-        pipeline.sendCommand(new EncodedCommand("xadd", key, encoded));
+        commands[k] = new EncodedCommand("xadd", key, encoded);
       }
       sent.push(
-        pipeline.exec().then((results) => {
-          if (results === null) throw new Error("pipeline was discarded");
+        sendCommands(this.options.redis, commands).then((results) => {
           chunk.forEach((entryIndex, k) => {
-            const [error, id] = results[k] ?? [new Error("missing pipeline reply"), null];
+            const [error, id] = results[k] as CommandResult;
             outcomes[entryIndex] = error ? { ok: false, error } : { ok: true, id: id as string };
           });
         }),

@@ -1,5 +1,5 @@
-import { Cluster, Redis } from "ioredis";
-import type { ClusterNode, RedisOptions } from "ioredis";
+import { Cluster, Pipeline, Redis } from "ioredis";
+import type { ClusterNode, Command, RedisOptions } from "ioredis";
 
 import { ConfigError } from "./errors.js";
 
@@ -65,6 +65,48 @@ export function duplicateClient(client: RedisClient, options: ConnectOptions = {
 
 export function isCluster(client: RedisClient): client is Cluster {
   return client instanceof Cluster;
+}
+
+/** The reply to one command of `sendCommands`: `[error, null]` or `[null, reply]`, as `pipeline.exec()` gives. */
+export type CommandResult = [Error, null] | [null, unknown];
+
+/**
+ * Sends `commands` back to back, as one socket write, and resolves to one result per command, in order
+ * (the same round trip and results as `redis.pipeline()`). Never rejects: a failure is in its result.
+ *
+ * Why not `redis.pipeline()` on a hot path: every ioredis `Pipeline`, and everything it references (its
+ * commands, their encoded arguments, the replies), survives V8's young-generation collections and is
+ * promoted to the old generation, where it dies; a scavenge pauses for as long as it copies.
+ * `pnpm bench:redis-batch` measures both ways with V8's own GC trace (docs/benchmarks.md, redis-batch). On a single node the
+ * commands are written while the socket is corked, so they still leave in one write; on a cluster a
+ * batch may span nodes, and the `Pipeline` (which routes it by slot) is kept.
+ */
+export async function sendCommands(client: RedisClient, commands: readonly Command[]): Promise<CommandResult[]> {
+  if (commands.length === 0) return [];
+  if (isCluster(client)) {
+    const pipeline = new Pipeline(client);
+    for (const command of commands) pipeline.sendCommand(command);
+    try {
+      const results = await pipeline.exec();
+      if (results === null) throw new Error("pipeline was discarded");
+      return commands.map((_, i) => (results[i] ?? [new Error("missing pipeline reply"), null]) as CommandResult);
+    } catch (error) {
+      const e = error instanceof Error ? error : new Error(String(error));
+      return commands.map((): CommandResult => [e, null]);
+    }
+  }
+  // Corked only while connected: otherwise ioredis queues the commands (offline queue) and writes them
+  // on reconnect itself.
+  const socket = client.status === "ready" ? client.stream : undefined;
+  socket?.cork();
+  const replies = commands.map((command) =>
+    (client.sendCommand(command) as Promise<unknown>).then(
+      (reply): CommandResult => [null, reply],
+      (error: unknown): CommandResult => [error instanceof Error ? error : new Error(String(error)), null],
+    ),
+  );
+  socket?.uncork();
+  return Promise.all(replies);
 }
 
 /** Closes a client, waiting for replies already sent; falls back to disconnect if QUIT fails. */
