@@ -1,3 +1,4 @@
+import { queryResult } from "@caracal/db";
 import type { OutboxRejectReason } from "@caracal/outbox";
 import { outboxEntry } from "@caracal/outbox";
 import type { PublishEntry, PublishOutcome, RedisClient, StreamPublisher } from "@caracal/streams-core";
@@ -190,7 +191,7 @@ export class OutboxDispatcher {
     const client = this.connection ?? (this.connection = await this.o.pool.connect());
     let rows: ExchangeRow[];
     try {
-      ({ rows } = await client.query<ExchangeRow>({
+      ({ rows } = await queryResult<ExchangeRow>(client, {
         name: "outbox_exchange",
         text: EXCHANGE_SQL,
         values: exchangeParams(marks, limit, this.o.leaseMs, this.o.owner),

@@ -5,6 +5,7 @@ export * from "./schemas.js";
 export * from "./signing.js";
 export * from "./redis.js";
 export * from "./publisher.js";
+export * from "./resp.js";
 export * from "./consumer/types.js";
 export * from "./consumer/stream-consumer.js";
 export * from "./dead-letter.js";

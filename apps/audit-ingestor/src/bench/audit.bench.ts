@@ -11,6 +11,8 @@
  * ingestor's),
  * BENCH_CHILD_NODE_ARGS (node flags of the draining process, e.g. --cpu-prof), BENCH_KEEP_DATABASE=1.
  */
+// first, as in the service's main module: the V8 settings of every service process
+import "@caracal/service-kit/runtime";
 import { spawn } from "node:child_process";
 import { createReadStream, createWriteStream, rmSync } from "node:fs";
 import { randomBytes, randomUUID } from "node:crypto";

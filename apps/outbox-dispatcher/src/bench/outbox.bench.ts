@@ -9,6 +9,8 @@
  * BENCH_ROWS (default 20000), BENCH_ROUNDS (default 3, best of; the first round runs cold code), BENCH_BATCH (default 32, the seed's
  * CARACAL_OUTBOX_BATCH), BENCH_LATENCY_SECONDS (default 5 per variant), BENCH_RATE (default 1000 rows/s).
  */
+// first, as in the service's main module: the V8 settings of every service process
+import "@caracal/service-kit/runtime";
 import { randomBytes, randomUUID } from "node:crypto";
 
 import { createPool, migrateDatabase } from "@caracal/db";
