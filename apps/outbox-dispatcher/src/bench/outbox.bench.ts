@@ -1,7 +1,9 @@
 /**
  * `pnpm bench:outbox`: the outbox dispatcher against raw pipelined XADD of the same messages, in the same
  * run, on a fresh database and key prefix, with each stage of a batch also timed alone (the database
- * round trip without Redis, the publish without PostgreSQL); and commit -> XADD latency at a steady
+ * round trip without Redis, the publish without PostgreSQL; the database stage also with claims four times
+ * larger, which splits PostgreSQL's CPU into what each claim costs whatever its size and what each row
+ * costs); and commit -> XADD latency at a steady
  * 1,000 rows/s with NOTIFY beside the upstream design (poll every 250 ms, no NOTIFY). Prints a table and
  * writes bench-results/outbox.json.
  *
@@ -13,7 +15,7 @@
 import "@caracal/service-kit/runtime";
 import { randomBytes, randomUUID } from "node:crypto";
 
-import { createPool, migrateDatabase } from "@caracal/db";
+import { createPool, migrateDatabase, queryResult } from "@caracal/db";
 import { OUTBOX_CHANNEL, enqueue, outboxEntry } from "@caracal/outbox";
 import type { Fields } from "@caracal/streams-core";
 import type { PublishEntry } from "@caracal/streams-core";
@@ -37,6 +39,8 @@ const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 const ROWS = Number(process.env.BENCH_ROWS ?? 20_000);
 const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 3));
 const BATCH = Number(process.env.BENCH_BATCH ?? 32);
+/** Claim size of the second database-stage run (see "PostgreSQL CPU µs per claim"). */
+const LARGE_BATCH = BATCH * 4;
 const LATENCY_SECONDS = Number(process.env.BENCH_LATENCY_SECONDS ?? 5);
 const RATE = Number(process.env.BENCH_RATE ?? 1000);
 const MAXLEN = 100_000;
@@ -94,6 +98,8 @@ async function main(): Promise<void> {
     let dispatchBest = Infinity;
     let rawBest = Infinity;
     let databaseBest = Infinity;
+    /** PostgreSQL CPU seconds per row in the database stage alone, at BATCH and LARGE_BATCH rows per claim. */
+    const perClaim: Array<{ small: number; large: number }> = [];
     let publishBest = Infinity;
     let dispatchCpu: CpuSpent | undefined;
     // Where the dispatcher's time goes: CPU of this process, of the PostgreSQL server and of Redis (/proc).
@@ -145,13 +151,19 @@ async function main(): Promise<void> {
       await resetTable();
 
       // Each stage of a batch alone, on the same rows: where the dispatcher's time goes.
-      const database = await databaseStageAlone(ids, events);
-      databaseBest = Math.min(databaseBest, database);
+      const database = await databaseStageAlone(ids, events, BATCH, cpu);
+      databaseBest = Math.min(databaseBest, database.seconds);
+      // The same stage with claims four times larger: PostgreSQL's CPU per row at both sizes separates
+      // what each claim costs it whatever its size from what each row costs.
+      const databaseLarge = await databaseStageAlone(ids, events, LARGE_BATCH, cpu);
+      if (database.postgresCpu !== undefined && databaseLarge.postgresCpu !== undefined) {
+        perClaim.push({ small: database.postgresCpu / ROWS, large: databaseLarge.postgresCpu / ROWS });
+      }
       const publish = await publishStageAlone(ids, events, `${prefix}p${round}:`);
       publishBest = Math.min(publishBest, publish);
       log(
         `  round ${round}: dispatcher ${Math.round(ROWS / seconds)} rows/s, raw XADD ${Math.round(ROWS / rawBest)} rows/s; ` +
-          `stages alone: database ${Math.round(ROWS / database)} rows/s, publish ${Math.round(ROWS / publish)} rows/s`,
+          `stages alone: database ${Math.round(ROWS / database.seconds)} rows/s, publish ${Math.round(ROWS / publish)} rows/s`,
       );
     }
     metrics.push(
@@ -175,6 +187,19 @@ async function main(): Promise<void> {
         "rows/s",
       ),
     );
+    // PostgreSQL CPU per row = per row + per claim / claim size; two sizes give both (median of the rounds).
+    if (perClaim.length > 0) {
+      const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+      const small = median(perClaim.map((c) => c.small));
+      const large = median(perClaim.map((c) => c.large));
+      const claimSeconds = (small - large) / (1 / BATCH - 1 / LARGE_BATCH);
+      metrics.push(
+        plainMetric(`database stage alone: PostgreSQL CPU µs per row, claims of ${BATCH}`, Math.round(small * 1e7) / 10, "µs"),
+        plainMetric(`database stage alone: PostgreSQL CPU µs per row, claims of ${LARGE_BATCH}`, Math.round(large * 1e7) / 10, "µs"),
+        plainMetric(`database stage alone: PostgreSQL CPU µs per claim whatever its size (from the two above)`, Math.round(claimSeconds * 1e6), "µs"),
+        plainMetric(`database stage alone: PostgreSQL CPU µs per row beyond it`, Math.round((small - claimSeconds / BATCH) * 1e7) / 10, "µs"),
+      );
+    }
     // CPU per row of the fastest dispatcher round; the three share the machine's cores.
     const perRow = (seconds: number | undefined) => (seconds === undefined ? undefined : Math.round((seconds / ROWS) * 1e7) / 10);
     for (const [who, seconds] of [
@@ -231,7 +256,12 @@ async function main(): Promise<void> {
    * `outbox_exchange` marks the previous batch dispatched and claims the next, one call in flight, as the
    * dispatcher does, with no Redis and no signing.
    */
-  async function databaseStageAlone(ids: readonly string[], events: readonly Fields[]): Promise<number> {
+  async function databaseStageAlone(
+    ids: readonly string[],
+    events: readonly Fields[],
+    batch: number,
+    meter: ReturnType<typeof cpuMeter>,
+  ): Promise<{ seconds: number; postgresCpu: number | undefined }> {
     await pool.query(
       `INSERT INTO event_outbox (id, stream_name, payload_json) SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[])`,
       [ids, ids.map(() => topic.stream), events.map((e) => JSON.stringify(e))],
@@ -239,19 +269,28 @@ async function main(): Promise<void> {
     const owner = `bench-db-${randomBytes(3).toString("hex")}`;
     let marks: RowOutcome[] = [];
     let done = 0;
+    // As the dispatcher: one held connection, node-postgres's callback form (`queryResult`).
+    const client = await pool.connect();
+    const cpu0 = meter.now();
     const t0 = performance.now();
-    for (;;) {
-      const { rows } = await pool.query<ExchangeRow>({ name: "outbox_exchange", text: EXCHANGE_SQL, values: exchangeParams(marks, BATCH, 30_000, owner), types: EXCHANGE_TYPES });
-      const claimed = rows.filter((r): r is ExchangeRow & ClaimedRow => r.id !== null);
-      if (claimed.length === 0 && marks.length === 0) break;
-      done += claimed.length;
-      marks = claimed.map((r, i) => ({ kind: "dispatched", id: r.id, entryId: `1-${done + i}` }));
+    try {
+      for (;;) {
+        const { rows } = await queryResult<ExchangeRow>(client, { name: "outbox_exchange", text: EXCHANGE_SQL, values: exchangeParams(marks, batch, 30_000, owner), types: EXCHANGE_TYPES });
+        const claimed = rows.filter((r): r is ExchangeRow & ClaimedRow => r.id !== null);
+        if (claimed.length === 0 && marks.length === 0) break;
+        done += claimed.length;
+        marks = claimed.map((r, i) => ({ kind: "dispatched", id: r.id, entryId: `1-${done + i}` }));
+      }
+    } finally {
+      client.release();
     }
     const seconds = (performance.now() - t0) / 1000;
+    const postgresCpu = meter.since(cpu0).postgres;
     if (done !== ids.length) throw new Error(`database stage claimed ${done} of ${ids.length} rows`);
     await resetTable();
-    return seconds;
+    return { seconds, postgresCpu };
   }
+
 
   /**
    * Seconds to publish the same rows with nothing but the dispatcher's Redis side: per batch, each row's
