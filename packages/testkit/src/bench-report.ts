@@ -3,6 +3,7 @@
  * `{"metrics": [{name, value, unit, baseline, ratio, goal?}], ...settings}`, the baseline measured in the
  * same run. Imported as `@caracal/testkit/bench-report` (no vitest import, unlike the fixtures).
  */
+import { randomUUID } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 
@@ -20,6 +21,19 @@ export interface BenchMetric {
 }
 
 /** A metric beside its same-run baseline; ratio = value / baseline, three decimals. */
+/** The fields of a revocation as the API would enqueue it (about 300 bytes), entry `i` of a benchmark's set. */
+export function revocationFields(i: number): Record<string, string> {
+  return {
+    zone_id: "5f0c6a52-8c1e-4c53-9d0e-2f7a4b1c9e10",
+    reason: "session_revoked_by_admin",
+    session_id: randomUUID(),
+    agent_session_id: randomUUID(),
+    root_sid: randomUUID(),
+    grant_id: randomUUID(),
+    occurred_at: new Date(1_790_000_000_000 + i).toISOString(),
+  };
+}
+
 export function ratioMetric(name: string, value: number, baseline: number, unit: string, goal?: string): BenchMetric {
   const m: BenchMetric = { name, value, unit, baseline, ratio: Math.round((value / baseline) * 1000) / 1000 };
   if (goal !== undefined) m.goal = goal;

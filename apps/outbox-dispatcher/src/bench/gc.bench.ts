@@ -24,7 +24,7 @@ import { fileURLToPath } from "node:url";
 import { createPool, migrateDatabase, queryResult } from "@caracal/db";
 import { EncodedCommand, RespWriter, StreamPublisher, StreamSigner, Topics, encodeXadd, sendCommands } from "@caracal/streams-core";
 import type { BenchMetric } from "@caracal/testkit/bench-report";
-import { deletePrefix, plainMetric, ratioMetric, reportBench, withDatabase } from "@caracal/testkit/bench-report";
+import { deletePrefix, plainMetric, ratioMetric, reportBench, revocationFields, withDatabase } from "@caracal/testkit/bench-report";
 import { Pipeline, Redis } from "ioredis";
 import pg from "pg";
 import { pino } from "pino";
@@ -131,17 +131,7 @@ async function drainChild(): Promise<void> {
   try {
     await migrateDatabase(withDatabase(DATABASE_URL, dbName));
     const ids = Array.from({ length: ROWS }, (_, i) => `gc-${String(i).padStart(7, "0")}`);
-    const payloads = ids.map((_, i) =>
-      JSON.stringify({
-        zone_id: "5f0c6a52-8c1e-4c53-9d0e-2f7a4b1c9e10",
-        reason: "session_revoked_by_admin",
-        session_id: randomUUID(),
-        agent_session_id: randomUUID(),
-        root_sid: randomUUID(),
-        grant_id: randomUUID(),
-        occurred_at: new Date(1_790_000_000_000 + i).toISOString(),
-      }),
-    );
+    const payloads = ids.map((_, i) => JSON.stringify(revocationFields(i)));
     await pool.query(`INSERT INTO event_outbox (id, stream_name, payload_json) SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[])`, [
       ids,
       ids.map(() => Topics.sessionsRevoke.stream),

@@ -13,7 +13,7 @@
  */
 // first, as in the service's main module: the V8 settings of every service process
 import "@caracal/service-kit/runtime";
-import { randomBytes, randomUUID } from "node:crypto";
+import { randomBytes } from "node:crypto";
 
 import { createPool, migrateDatabase, queryResult } from "@caracal/db";
 import { OUTBOX_CHANNEL, enqueue, outboxEntry } from "@caracal/outbox";
@@ -21,7 +21,7 @@ import type { Fields } from "@caracal/streams-core";
 import type { PublishEntry } from "@caracal/streams-core";
 import { StreamPublisher, StreamSigner, Topics, fieldsToArgs, streamKey } from "@caracal/streams-core";
 import type { BenchMetric, CpuSpent } from "@caracal/testkit/bench-report";
-import { cpuMeter, deletePrefix, plainMetric, postgresServerPid, ratioMetric, redisServerPid, reportBench, withDatabase } from "@caracal/testkit/bench-report";
+import { cpuMeter, deletePrefix, plainMetric, postgresServerPid, ratioMetric, redisServerPid, reportBench, revocationFields, withDatabase } from "@caracal/testkit/bench-report";
 import { Redis } from "ioredis";
 import pg from "pg";
 import { pino } from "pino";
@@ -48,18 +48,6 @@ const topic = Topics.sessionsRevoke;
 const logger = pino({ level: "silent" });
 const log = (text: string) => process.stderr.write(`${text}\n`);
 
-/** A revocation as the API would enqueue it (about 300 bytes of fields). */
-function revocation(i: number): Fields {
-  return {
-    zone_id: "5f0c6a52-8c1e-4c53-9d0e-2f7a4b1c9e10",
-    reason: "session_revoked_by_admin",
-    session_id: randomUUID(),
-    agent_session_id: randomUUID(),
-    root_sid: randomUUID(),
-    grant_id: randomUUID(),
-    occurred_at: new Date(1_790_000_000_000 + i).toISOString(),
-  };
-}
 
 
 async function main(): Promise<void> {
@@ -108,7 +96,7 @@ async function main(): Promise<void> {
       redis: await redisServerPid(redis),
     });
     for (let round = 0; round < ROUNDS; round++) {
-      const events = Array.from({ length: ROWS }, (_, i) => revocation(i));
+      const events = Array.from({ length: ROWS }, (_, i) => revocationFields(i));
       const ids = events.map((_, i) => `r${round}-${String(i).padStart(7, "0")}`);
       const presigned = events.map((f, i) => fieldsToArgs(signer.signFields(topic.stream, { ...f, outbox_id: ids[i] as string })));
       const rawKey = streamKey(topic.stream, `${prefix}raw${round}:`);
@@ -382,7 +370,7 @@ async function main(): Promise<void> {
         const c = await pool.connect();
         try {
           await c.query("BEGIN");
-          const id = await enqueue(c, "sessionsRevoke", revocation(i) as { zone_id: string; reason: string });
+          const id = await enqueue(c, "sessionsRevoke", revocationFields(i) as { zone_id: string; reason: string });
           await c.query("COMMIT");
           committedAt.set(id, Date.now());
         } finally {

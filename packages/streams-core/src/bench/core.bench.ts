@@ -7,12 +7,12 @@
  * Environment: REDIS_URL (default redis://127.0.0.1:6379), BENCH_EVENTS (default 100000),
  * BENCH_ROUNDS (default 2: best of n, alternating the measured code and its baseline).
  */
-import { randomBytes, randomUUID } from "node:crypto";
+import { randomBytes } from "node:crypto";
 
 import { Command, Redis } from "ioredis";
 import { Redis as Redis6 } from "ioredis6";
 import type { BenchMetric } from "@caracal/testkit/bench-report";
-import { deletePrefix, rate, ratioMetric, reportBench } from "@caracal/testkit/bench-report";
+import { deletePrefix, rate, ratioMetric, reportBench, revocationFields } from "@caracal/testkit/bench-report";
 
 import type { Fields } from "../codec.js";
 import { fieldsToArgs } from "../codec.js";
@@ -33,16 +33,7 @@ const topic = Topics.sessionsRevoke;
 
 /** A revocation as the outbox dispatcher publishes it (about 330 bytes of fields). */
 function revocation(i: number): Fields {
-  return {
-    outbox_id: String(1_000_000 + i),
-    zone_id: "5f0c6a52-8c1e-4c53-9d0e-2f7a4b1c9e10",
-    reason: "session_revoked_by_admin",
-    session_id: randomUUID(),
-    agent_session_id: randomUUID(),
-    root_sid: randomUUID(),
-    grant_id: randomUUID(),
-    occurred_at: new Date(1_790_000_000_000 + i).toISOString(),
-  };
+  return { outbox_id: String(1_000_000 + i), ...revocationFields(i) };
 }
 
 async function timed(run: () => Promise<void>): Promise<number> {
