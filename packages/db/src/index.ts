@@ -27,9 +27,8 @@ export function createDatabase(pool: pg.Pool): Database {
  * by every query of the process. Once some queries there have lived long (a big INSERT, a slow query at
  * start-up), V8 pretenures that site: later promises are allocated straight in the old generation, and
  * each one, resolved with its young result rows, keeps them alive through young-generation collections
- * until a full collection, so every result is copied and promoted. Measured with V8's GC trace (by hand,
- * 32 rows of 300 bytes per query, docs/benchmarks.md "outbox"): 3.8 MiB surviving each scavenge through
- * the promise form, 0.01 MiB through this one, 0.47 MiB with pretenuring turned off.
+ * until a full collection, so every result is copied and promoted. `pnpm bench:gc` (pg case: 32 rows of
+ * 300 bytes per query) measures both forms with V8's GC trace (docs/benchmarks.md, "gc").
  */
 export function queryResult<R extends pg.QueryResultRow>(client: pg.ClientBase, config: pg.QueryConfig): Promise<pg.QueryResult<R>> {
   return new Promise((resolve, reject) => {

@@ -76,10 +76,10 @@ export type CommandResult = [Error, null] | [null, unknown];
  *
  * Why not `redis.pipeline()` on a hot path: every ioredis `Pipeline`, and everything it references (its
  * commands, their encoded arguments, the replies), survives V8's young-generation collections and is
- * promoted to the old generation, where it dies; a scavenge pauses for as long as it copies.
- * `pnpm bench:redis-batch` measures both ways with V8's own GC trace (docs/benchmarks.md, redis-batch). On a single node the
- * commands are written while the socket is corked, so they still leave in one write; on a cluster a
- * batch may span nodes, and the `Pipeline` (which routes it by slot) is kept.
+ * promoted to the old generation, where it dies; a scavenge pauses for as long as it copies. `pnpm
+ * bench:gc` (redis case) measures both ways with V8's own GC trace (docs/benchmarks.md, "gc"). On a single
+ * node the commands are written while the socket is corked, so they still leave in one write; on a
+ * cluster a batch may span nodes, and the `Pipeline` (which routes it by slot) is kept.
  */
 export async function sendCommands(client: RedisClient, commands: readonly Command[]): Promise<CommandResult[]> {
   if (commands.length === 0) return [];
