@@ -5,8 +5,9 @@
  *
  * `--no-allocation-site-pretenuring`: V8 allocates objects straight into the old generation from an
  * allocation site where most objects lived long so far. In these services almost everything is
- * short-lived, yet a few sites shared by every request (in node-postgres and ioredis) turn pretenured once
- * some of their objects lived through a slow round trip. A pretenured object that then refers to young
+ * short-lived, yet some sites shared by every request turn pretenured once some of their objects lived
+ * through a slow round trip (node-postgres's query promise is one; the others, inside the libraries, V8
+ * names only by address). A pretenured object that then refers to young
  * objects (a promise to its result rows, say) keeps them alive through every young-generation collection
  * until a full one, so each batch's data is copied and promoted, and the collections pause for it. For
  * the outbox dispatcher, measured with `pnpm bench:gc` (docs/benchmarks.md "gc"): a drain with and

@@ -90,7 +90,8 @@ export class StreamPublisher {
           });
         }),
       );
-      // Yield so that the chunk just queued is written to the socket before the next one is signed.
+      // The chunk just queued left in one write; yield so that replies already in are handled before the
+      // next chunk is signed.
       if (start + PIPELINE_CHUNK < indexes.length) await new Promise<void>((resolve) => setImmediate(resolve));
     }
     await Promise.all(sent);

@@ -31,6 +31,7 @@ import { pino } from "pino";
 
 import { OutboxDispatcher } from "../dispatcher.js";
 import { createMetrics } from "../metrics.js";
+import { insertPending, untilDispatched } from "./support.js";
 
 const DATABASE_URL = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
@@ -131,12 +132,7 @@ async function drainChild(): Promise<void> {
   try {
     await migrateDatabase(withDatabase(DATABASE_URL, dbName));
     const ids = Array.from({ length: ROWS }, (_, i) => `gc-${String(i).padStart(7, "0")}`);
-    const payloads = ids.map((_, i) => JSON.stringify(revocationFields(i)));
-    await pool.query(`INSERT INTO event_outbox (id, stream_name, payload_json) SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[])`, [
-      ids,
-      ids.map(() => Topics.sessionsRevoke.stream),
-      payloads,
-    ]);
+    await insertPending(pool, Topics.sessionsRevoke.stream, ids, ids.map((_, i) => revocationFields(i)));
     const metrics = createMetrics(pool);
     const dispatcher = new OutboxDispatcher({
       pool,
@@ -153,8 +149,7 @@ async function drainChild(): Promise<void> {
     let run: Promise<void> | undefined;
     await measured(ROWS, async () => {
       run = dispatcher.run(controller.signal);
-      const published = async () => (await metrics.dispatched.get()).values.reduce((sum, v) => sum + v.value, 0);
-      while ((await published()) < ROWS) await new Promise((r) => setTimeout(r, 5));
+      await untilDispatched(metrics, ROWS);
     });
     controller.abort();
     await run;

@@ -31,6 +31,7 @@ import { NotifyListener } from "../listener.js";
 import { createMetrics } from "../metrics.js";
 import type { ClaimedRow, ExchangeRow, RowOutcome } from "../sql.js";
 import { EXCHANGE_SQL, EXCHANGE_TYPES, exchangeParams } from "../sql.js";
+import { insertPending, untilDispatched } from "./support.js";
 
 type Metric = BenchMetric;
 
@@ -108,10 +109,7 @@ async function main(): Promise<void> {
       }
       rawBest = Math.min(rawBest, (performance.now() - t0) / 1000);
 
-      await pool.query(
-        `INSERT INTO event_outbox (id, stream_name, payload_json) SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[])`,
-        [ids, ids.map(() => topic.stream), events.map((e) => JSON.stringify(e))],
-      );
+      await insertPending(pool, topic.stream, ids, events);
       const keyPrefix = `${prefix}d${round}:`;
       const client = new Redis(REDIS_URL, { maxRetriesPerRequest: 20 });
       await client.ping();
@@ -121,10 +119,8 @@ async function main(): Promise<void> {
       const cpu0 = cpu.now();
       const t1 = performance.now();
       const run = dispatcher.run(controller.signal);
-      // Done when every row is on the stream (the dispatcher counts a row once its XADD is acknowledged):
-      // read in this process, so the measurement costs no Redis round trips. Checked with XLEN below.
-      const published = async () => (await dispatcherMetrics.dispatched.get()).values.reduce((sum, v) => sum + v.value, 0);
-      while ((await published()) < ROWS) await new Promise((r) => setTimeout(r, 5));
+      // Done when every row is on the stream; checked with XLEN below.
+      await untilDispatched(dispatcherMetrics, ROWS);
       const seconds = (performance.now() - t1) / 1000;
       const spent = cpu.since(cpu0);
       controller.abort();
@@ -250,10 +246,7 @@ async function main(): Promise<void> {
     batch: number,
     meter: ReturnType<typeof cpuMeter>,
   ): Promise<{ seconds: number; postgresCpu: number | undefined }> {
-    await pool.query(
-      `INSERT INTO event_outbox (id, stream_name, payload_json) SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[])`,
-      [ids, ids.map(() => topic.stream), events.map((e) => JSON.stringify(e))],
-    );
+    await insertPending(pool, topic.stream, ids, events);
     const owner = `bench-db-${randomBytes(3).toString("hex")}`;
     let marks: RowOutcome[] = [];
     let done = 0;
