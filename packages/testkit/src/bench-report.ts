@@ -3,13 +3,56 @@
  * `{"metrics": [{name, value, unit, baseline, ratio, goal?}], ...settings}`, the baseline measured in the
  * same run. Imported as `@caracal/testkit/bench-report` (no vitest import, unlike the fixtures).
  */
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 
 import type { Redis } from "ioredis";
+import pg from "pg";
 
-export { withDatabase } from "./urls.js";
+import { withDatabase } from "./urls.js";
+
+export { withDatabase };
+
+/** A benchmark's own empty database (`createScratchDatabase`). */
+export interface ScratchDatabase {
+  /** `caracal_bench_<label>_<random hex>`. */
+  readonly name: string;
+  /** The admin URL with this database. */
+  readonly url: string;
+  /** Drops the database, closing whatever connections it still has, and ends the admin connection. */
+  drop(): Promise<void>;
+  /** Ends the admin connection and leaves the database in place (to inspect it after the run). */
+  keep(): Promise<void>;
+}
+
+/**
+ * Creates an empty database for one benchmark run on the server of `adminUrl`, through an admin
+ * connection that stays open until `drop` or `keep`.
+ */
+export async function createScratchDatabase(adminUrl: string, label: string): Promise<ScratchDatabase> {
+  const name = `caracal_bench_${label}_${randomBytes(4).toString("hex")}`;
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  try {
+    await admin.query(`CREATE DATABASE ${name}`);
+  } catch (error) {
+    await admin.end();
+    throw error;
+  }
+  return {
+    name,
+    url: withDatabase(adminUrl, name),
+    drop: async () => {
+      try {
+        await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      } finally {
+        await admin.end();
+      }
+    },
+    keep: () => admin.end(),
+  };
+}
 
 export interface BenchMetric {
   name: string;

@@ -25,7 +25,7 @@ import { migrateDatabase } from "@caracal/db";
 import type { Fields } from "@caracal/streams-core";
 import { StreamPublisher, Topics, signAuditData, signaturePolicy, streamKey } from "@caracal/streams-core";
 import type { BenchMetric, CpuSpent } from "@caracal/testkit/bench-report";
-import { cpuMeter, deletePrefix, postgresServerPid, reportBench, withDatabase } from "@caracal/testkit/bench-report";
+import { cpuMeter, createScratchDatabase, deletePrefix, postgresServerPid, reportBench } from "@caracal/testkit/bench-report";
 import { Redis } from "ioredis";
 import pg from "pg";
 import { from as copyFrom, to as copyTo } from "pg-copy-streams";
@@ -196,11 +196,8 @@ async function drainChild(): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const dbName = `caracal_bench_audit_${randomBytes(4).toString("hex")}`;
-  const admin = new pg.Client({ connectionString: ADMIN_URL });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${dbName}`);
-  const databaseUrl = withDatabase(ADMIN_URL, dbName);
+  const scratch = await createScratchDatabase(ADMIN_URL, "audit");
+  const databaseUrl = scratch.url;
   const redis = new Redis(REDIS_URL);
   const pool = new pg.Pool({ connectionString: databaseUrl, max: 2 });
   const prefixes: string[] = [];
@@ -264,9 +261,10 @@ async function main(): Promise<void> {
     await pool.end();
     redis.disconnect();
     // BENCH_KEEP_DATABASE=1 keeps the backlog's rows (e.g. for the EXPLAIN checks of docs/audit-ledger.md)
-    if (process.env.BENCH_KEEP_DATABASE === "1") process.stdout.write(`kept database ${dbName}\n`);
-    else await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`).catch(() => undefined);
-    await admin.end();
+    if (process.env.BENCH_KEEP_DATABASE === "1") {
+      process.stdout.write(`kept database ${scratch.name}\n`);
+      await scratch.keep();
+    } else await scratch.drop().catch(() => undefined);
   }
 
   reportBench("audit", metrics, { events: EVENTS, rounds: ROUNDS, backlog: BACKLOG, zones: ZONES, batch: BATCH, concurrency: CONCURRENCY ?? "default", verifyWorkers: VERIFY_WORKERS ?? "default" });

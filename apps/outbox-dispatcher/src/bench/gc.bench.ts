@@ -24,7 +24,7 @@ import { fileURLToPath } from "node:url";
 import { createPool, migrateDatabase, queryResult } from "@caracal/db";
 import { EncodedCommand, RespWriter, StreamPublisher, StreamSigner, Topics, encodeXadd, sendCommands } from "@caracal/streams-core";
 import type { BenchMetric } from "@caracal/testkit/bench-report";
-import { deletePrefix, plainMetric, ratioMetric, reportBench, revocationFields, withDatabase } from "@caracal/testkit/bench-report";
+import { createScratchDatabase, deletePrefix, plainMetric, ratioMetric, reportBench, revocationFields } from "@caracal/testkit/bench-report";
 import { Pipeline, Redis } from "ioredis";
 import pg from "pg";
 import { pino } from "pino";
@@ -122,15 +122,12 @@ async function pgChild(viaPromise: boolean): Promise<void> {
 }
 
 async function drainChild(): Promise<void> {
-  const dbName = `caracal_bench_gc_${randomBytes(4).toString("hex")}`;
-  const admin = new pg.Client({ connectionString: DATABASE_URL });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${dbName}`);
-  const pool = createPool(withDatabase(DATABASE_URL, dbName), { max: 4 });
+  const scratch = await createScratchDatabase(DATABASE_URL, "gc");
+  const pool = createPool(scratch.url, { max: 4 });
   const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 20 });
   const keyPrefix = `bench:gc:${randomBytes(4).toString("hex")}:`;
   try {
-    await migrateDatabase(withDatabase(DATABASE_URL, dbName));
+    await migrateDatabase(scratch.url);
     const ids = Array.from({ length: ROWS }, (_, i) => `gc-${String(i).padStart(7, "0")}`);
     await insertPending(pool, Topics.sessionsRevoke.stream, ids, ids.map((_, i) => revocationFields(i)));
     const metrics = createMetrics(pool);
@@ -157,8 +154,7 @@ async function drainChild(): Promise<void> {
     await deletePrefix(redis, keyPrefix);
     redis.disconnect();
     await pool.end();
-    await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
-    await admin.end();
+    await scratch.drop();
   }
 }
 

@@ -21,9 +21,8 @@ import type { Fields } from "@caracal/streams-core";
 import type { PublishEntry } from "@caracal/streams-core";
 import { StreamPublisher, StreamSigner, Topics, fieldsToArgs, streamKey } from "@caracal/streams-core";
 import type { BenchMetric, CpuSpent } from "@caracal/testkit/bench-report";
-import { cpuMeter, deletePrefix, plainMetric, postgresServerPid, ratioMetric, redisServerPid, reportBench, revocationFields, withDatabase } from "@caracal/testkit/bench-report";
+import { cpuMeter, createScratchDatabase, deletePrefix, plainMetric, postgresServerPid, ratioMetric, redisServerPid, reportBench, revocationFields } from "@caracal/testkit/bench-report";
 import { Redis } from "ioredis";
-import pg from "pg";
 import { pino } from "pino";
 
 import { OutboxDispatcher } from "../dispatcher.js";
@@ -52,11 +51,8 @@ const log = (text: string) => process.stderr.write(`${text}\n`);
 
 
 async function main(): Promise<void> {
-  const dbName = `caracal_bench_${randomBytes(4).toString("hex")}`;
-  const admin = new pg.Client({ connectionString: DATABASE_URL });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${dbName}`);
-  const url = withDatabase(DATABASE_URL, dbName);
+  const scratch = await createScratchDatabase(DATABASE_URL, "outbox");
+  const url = scratch.url;
   await migrateDatabase(url);
   const pool = createPool(url, { max: 24 });
   pool.on("error", () => undefined);
@@ -65,7 +61,7 @@ async function main(): Promise<void> {
   const signer = new StreamSigner(randomBytes(32));
   const signing = { mode: "stable" as const, signer };
   const metrics: Metric[] = [];
-  log(`bench:outbox  rows=${ROWS}  rounds=${ROUNDS}  batch=${BATCH}  latency=${LATENCY_SECONDS}s at ${RATE}/s  db=${dbName}  prefix=${prefix}`);
+  log(`bench:outbox  rows=${ROWS}  rounds=${ROUNDS}  batch=${BATCH}  latency=${LATENCY_SECONDS}s at ${RATE}/s  db=${scratch.name}  prefix=${prefix}`);
 
   const newDispatcher = (redisClient: Redis, keyPrefix: string, pollMs: number, metrics = createMetrics(pool)) => {
     const publisher = new StreamPublisher({ redis: redisClient, signing, keyPrefix, maxLenFor: () => MAXLEN });
@@ -219,8 +215,7 @@ async function main(): Promise<void> {
     await deletePrefix(redis, prefix);
     redis.disconnect();
     await pool.end();
-    await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
-    await admin.end();
+    await scratch.drop();
   }
 
   reportBench("outbox", metrics, { rows: ROWS, rounds: ROUNDS, batch: BATCH, latencySeconds: LATENCY_SECONDS, rate: RATE });
