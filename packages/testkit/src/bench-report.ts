@@ -5,6 +5,7 @@
  */
 import { randomBytes, randomUUID } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { dirname, resolve } from "node:path";
 
 import type { Redis } from "ioredis";
@@ -221,4 +222,24 @@ export function cpuMeter(servers: { postgres?: number | undefined; redis?: numbe
       return { node: end.node - start.node, postgres: minus(end.postgres, start.postgres), redis: minus(end.redis, start.redis) };
     },
   };
+}
+
+/**
+ * The highest ratio a measured path could reach against its baseline on this machine's cores, from the
+ * CPU it used: if every core were busy all the time, an item would take (CPU per item of this process +
+ * PostgreSQL + Redis) / cores of wall time, and the ratio would be the baseline's wall time per item over
+ * that. A ratio goal above this bound cannot be met here without less CPU per item; the measured ratio
+ * over the bound is how well the path's stages overlap on the cores. Undefined when a server's CPU is
+ * unknown (not on this host, or no /proc).
+ */
+export function coreBoundMetrics(path: string, spent: CpuSpent, items: number, baselineSecondsPerItem: number, measuredRatio: number): BenchMetric[] | undefined {
+  if (spent.postgres === undefined || spent.redis === undefined) return undefined;
+  const cores = availableParallelism();
+  const cpuPerItem = (spent.node + spent.postgres + spent.redis) / items;
+  const bound = Math.round((baselineSecondsPerItem / (cpuPerItem / cores)) * 1000) / 1000;
+  return [
+    plainMetric(`${path}: CPU µs per item, this process + PostgreSQL + Redis`, Math.round(cpuPerItem * 1e7) / 10, "µs"),
+    plainMetric(`${path}: highest ratio with all ${cores} cores busy (baseline wall per item / (that CPU / ${cores}))`, bound, "ratio"),
+    plainMetric(`${path}: overlap reached (measured ratio / that bound)`, Math.round((measuredRatio / bound) * 1000) / 1000, "ratio"),
+  ];
 }

@@ -25,7 +25,7 @@ import { migrateDatabase } from "@caracal/db";
 import type { Fields } from "@caracal/streams-core";
 import { StreamPublisher, Topics, signAuditData, signaturePolicy, streamKey } from "@caracal/streams-core";
 import type { BenchMetric, CpuSpent } from "@caracal/testkit/bench-report";
-import { cpuMeter, createScratchDatabase, deletePrefix, postgresServerPid, reportBench } from "@caracal/testkit/bench-report";
+import { coreBoundMetrics, cpuMeter, createScratchDatabase, deletePrefix, postgresServerPid, redisServerPid, reportBench } from "@caracal/testkit/bench-report";
 import { Redis } from "ioredis";
 import pg from "pg";
 import { from as copyFrom, to as copyTo } from "pg-copy-streams";
@@ -207,7 +207,10 @@ async function main(): Promise<void> {
     const auditKey = Buffer.from(AUDIT_KEY_HEX, "hex");
 
     // 1. ingest throughput vs raw COPY of the same rows into the same table, best of BENCH_ROUNDS each
-    const meter = cpuMeter({ postgres: postgresServerPid((await pool.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")).rows[0]!.pid) });
+    const meter = cpuMeter({
+      postgres: postgresServerPid((await pool.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")).rows[0]!.pid),
+      redis: await redisServerPid(redis),
+    });
     let ingested: PhaseCost | undefined;
     let copied: PhaseCost | undefined;
     for (let round = 0; round < ROUNDS; round++) {
@@ -242,6 +245,8 @@ async function main(): Promise<void> {
       metrics.push({ name: "ingest CPU µs/event, PostgreSQL (baseline: raw COPY)", value: perEvent(ingested.cpu.postgres), unit: "µs", baseline: perEvent(copied.cpu.postgres), ratio: null });
     }
     metrics.push({ name: "ingest wall µs/event (baseline: raw COPY)", value: perEvent(ingested.seconds), unit: "µs", baseline: perEvent(copied.seconds), ratio: null });
+    if (ingested.cpu.redis !== undefined) metrics.push({ name: "ingest CPU µs/event, Redis server", value: perEvent(ingested.cpu.redis), unit: "µs", baseline: null, ratio: null });
+    metrics.push(...(coreBoundMetrics("ingest", ingested.cpu, EVENTS, copied.seconds / EVENTS, ingestRate / copyRate) ?? []));
 
     // 2. peak RSS draining a backlog, in a child process
     if (BACKLOG > 0) {

@@ -21,7 +21,7 @@ import type { Fields } from "@caracal/streams-core";
 import type { PublishEntry } from "@caracal/streams-core";
 import { StreamPublisher, StreamSigner, Topics, fieldsToArgs, streamKey } from "@caracal/streams-core";
 import type { BenchMetric, CpuSpent } from "@caracal/testkit/bench-report";
-import { cpuMeter, createScratchDatabase, deletePrefix, plainMetric, postgresServerPid, ratioMetric, redisServerPid, reportBench, revocationFields } from "@caracal/testkit/bench-report";
+import { coreBoundMetrics, cpuMeter, createScratchDatabase, deletePrefix, plainMetric, postgresServerPid, ratioMetric, redisServerPid, reportBench, revocationFields } from "@caracal/testkit/bench-report";
 import { Redis } from "ioredis";
 import { pino } from "pino";
 
@@ -191,6 +191,7 @@ async function main(): Promise<void> {
       const value = perRow(seconds);
       if (value !== undefined) metrics.push(plainMetric(who === "wall" ? "dispatch wall time µs per row" : `dispatch CPU µs per row, ${who}`, value, "µs"));
     }
+    if (dispatchCpu !== undefined) metrics.push(...(coreBoundMetrics("dispatch", dispatchCpu, ROWS, rawBest / ROWS, rawBest / dispatchBest) ?? []));
 
     // (b) Latency at a steady RATE rows/s: one single-row transaction per row, commit -> XADD measured from
     // the moment COMMIT returned to the entry id's timestamp (Redis clock, same host, 1 ms resolution).
