@@ -229,14 +229,15 @@ export function cpuMeter(servers: { postgres?: number | undefined; redis?: numbe
  * CPU it used: if every core were busy all the time, an item would take (CPU per item of this process +
  * PostgreSQL + Redis) / cores of wall time, and the ratio would be the baseline's wall time per item over
  * that. A ratio goal above this bound cannot be met here without less CPU per item; the measured ratio
- * over the bound is how well the path's stages overlap on the cores. Undefined when a server's CPU is
- * unknown (not on this host, or no /proc).
+ * (baseline seconds / measured seconds, for the same items) over the bound is how well the path's stages
+ * overlap on the cores. Undefined when a server's CPU is unknown (not on this host, or no /proc).
  */
-export function coreBoundMetrics(path: string, spent: CpuSpent, items: number, baselineSecondsPerItem: number, measuredRatio: number): BenchMetric[] | undefined {
+export function coreBoundMetrics(path: string, spent: CpuSpent, items: number, measuredSeconds: number, baselineSeconds: number): BenchMetric[] | undefined {
   if (spent.postgres === undefined || spent.redis === undefined) return undefined;
   const cores = availableParallelism();
   const cpuPerItem = (spent.node + spent.postgres + spent.redis) / items;
-  const bound = Math.round((baselineSecondsPerItem / (cpuPerItem / cores)) * 1000) / 1000;
+  const bound = Math.round((baselineSeconds / items / (cpuPerItem / cores)) * 1000) / 1000;
+  const measuredRatio = baselineSeconds / measuredSeconds;
   return [
     plainMetric(`${path}: CPU µs per item, this process + PostgreSQL + Redis`, Math.round(cpuPerItem * 1e7) / 10, "µs"),
     plainMetric(`${path}: highest ratio with all ${cores} cores busy (baseline wall per item / (that CPU / ${cores}))`, bound, "ratio"),

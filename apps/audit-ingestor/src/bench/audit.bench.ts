@@ -246,7 +246,7 @@ async function main(): Promise<void> {
     }
     metrics.push({ name: "ingest wall µs/event (baseline: raw COPY)", value: perEvent(ingested.seconds), unit: "µs", baseline: perEvent(copied.seconds), ratio: null });
     if (ingested.cpu.redis !== undefined) metrics.push({ name: "ingest CPU µs/event, Redis server", value: perEvent(ingested.cpu.redis), unit: "µs", baseline: null, ratio: null });
-    metrics.push(...(coreBoundMetrics("ingest", ingested.cpu, EVENTS, copied.seconds / EVENTS, ingestRate / copyRate) ?? []));
+    metrics.push(...(coreBoundMetrics("ingest", ingested.cpu, EVENTS, ingested.seconds, copied.seconds) ?? []));
 
     // 2. peak RSS draining a backlog, in a child process
     if (BACKLOG > 0) {

@@ -191,7 +191,7 @@ async function main(): Promise<void> {
       const value = perRow(seconds);
       if (value !== undefined) metrics.push(plainMetric(who === "wall" ? "dispatch wall time µs per row" : `dispatch CPU µs per row, ${who}`, value, "µs"));
     }
-    if (dispatchCpu !== undefined) metrics.push(...(coreBoundMetrics("dispatch", dispatchCpu, ROWS, rawBest / ROWS, rawBest / dispatchBest) ?? []));
+    if (dispatchCpu !== undefined) metrics.push(...(coreBoundMetrics("dispatch", dispatchCpu, ROWS, dispatchBest, rawBest) ?? []));
 
     // (b) Latency at a steady RATE rows/s: one single-row transaction per row, commit -> XADD measured from
     // the moment COMMIT returned to the entry id's timestamp (Redis clock, same host, 1 ms resolution).
