@@ -1,4 +1,5 @@
 export * from "./errors.js";
+export * from "./timing.js";
 export * from "./registry.js";
 export * from "./codec.js";
 export * from "./schemas.js";
