@@ -9,6 +9,8 @@ export * from "./publisher.js";
 export * from "./resp.js";
 export * from "./consumer/types.js";
 export * from "./consumer/stream-consumer.js";
+export * from "./consumer/pipeline.js";
+export * from "./consumer/steps/index.js";
 export * from "./dead-letter.js";
 export * from "./metrics.js";
 export * from "./audit/frame.js";

@@ -1,6 +1,8 @@
 /**
  * Contract of the consumer engine (WIRE §4). Apps supply a handler with domain logic only; the engine
- * owns reading, signature checks, parsing, ack, retry, reclaim, dead letters, metrics and shutdown.
+ * owns reading, signature checks, parsing, ack, retry, reclaim, dead letters, metrics and shutdown. The
+ * checks, parsing, retry bound, dead letters and metrics are composable steps (`steps`, see
+ * `./pipeline.ts`); the rules below hold for every composition.
  *
  * Ack rules:
  * - an entry is acknowledged only after its handler succeeded, or after its dead letter was written;
@@ -13,6 +15,7 @@
 import type { Logger } from "pino";
 
 import type { Fields } from "../codec.js";
+import type { Step } from "./pipeline.js";
 import type { Topic } from "../registry.js";
 import type { RedisClient } from "../redis.js";
 import type { SignaturePolicy } from "../signing.js";
@@ -25,7 +28,7 @@ export interface StreamMessage<T> {
   readonly stream: string;
   /** Fields as received, `_sig` included. */
   readonly fields: Readonly<Fields>;
-  /** The fields parsed by the topic schema (or the consumer's `parse`). */
+  /** The fields parsed by the parse step (the topic schema by default); the fields when no step parses. */
   readonly body: T;
   /** Delivery count from the pending entries list; 1 on first delivery. */
   readonly deliveries: number;
@@ -66,8 +69,16 @@ export interface ConsumerMetricsHooks {
   /** Entries trimmed while pending (nil payloads, ids deleted under XAUTOCLAIM), acknowledged and counted. */
   trimmed?(count: number): void;
   handlerDuration?(seconds: number): void;
-  /** Entries in the stream not yet delivered to the group (XINFO GROUPS `lag`). */
+  /**
+   * Entries behind this consumer: for a group, entries not yet delivered to it (XINFO GROUPS `lag`); for
+   * fan-out, entries added after the last id read. Sampled every `statsIntervalMs`.
+   */
   lag?(entries: number): void;
+  /**
+   * `Date.now()` of a successful read reply from Redis (an empty reply after BLOCK included), called on
+   * each one; a Redis outage stops the calls. Fan-out caches fail closed on its age.
+   */
+  contact?(epochMs: number): void;
   /** Entries delivered to the group and not acknowledged. */
   pending?(entries: number): void;
   /** dev mode only: entries whose `_sig` was missing or wrong and that were handled anyway. */
@@ -87,28 +98,25 @@ export interface ConsumerOptions<T> {
   group: string;
   /** Unique per replica (hostname, or hostname-pid). */
   consumer: string;
+  /** Signs dead letters; checks `_sig` in the default steps. */
   signing: SignaturePolicy;
-  /**
-   * Accept entries that carry no `_sig` even in rc/stable; a `_sig` that is present is still verified and a
-   * wrong one rejected. For the audit stream, whose upstream frames (`{id,data,sig}`) carry no `_sig` and
-   * are authenticated by `sig` (WIRE §6). Default false.
-   */
-  signatureOptional?: boolean;
   /** Exactly one of `handleMessage` / `handleBatch`. */
   handleMessage?: MessageHandler<T>;
   handleBatch?: BatchHandler<T>;
   /**
-   * Parses verified fields into the handler's type; throw `RejectedMessageError("schema_invalid"|"parse_error")`.
-   * Default: the topic's zod schema.
+   * The processing steps around the handler, outermost first (`./pipeline.ts`, `./steps/`). Default
+   * `defaultSteps({ signing, maxDeliveries })`: count outcomes, dead-letter rejections, bound deliveries,
+   * strict `_sig` check per CARACAL_MODE, the topic's zod schema. The handler's `T` is what the last parse
+   * step yields (the raw `Fields` when no step parses).
    */
-  parse?: (fields: Fields) => T;
+  steps?: readonly Step[];
   /** Prepended to every stream key (tests, tenants). Default "". */
   keyPrefix?: string;
   /** `group` (default): each entry to one replica. `fanout`: every replica sees every entry, no group state. */
   delivery?: "group" | "fanout";
   /** Where a new group (or a fan-out reader) starts: "$" (default, new entries) or "0" (whole stream). */
   startId?: string;
-  /** Entries per XREADGROUP. Default 100. */
+  /** Entries per XREADGROUP / XREAD. Default 100. */
   batchSize?: number;
   /** XREADGROUP BLOCK time. Default 2000 ms. */
   blockMs?: number;
@@ -116,8 +124,18 @@ export interface ConsumerOptions<T> {
   claimIdleMs?: number;
   /** How often XAUTOCLAIM runs. Default: claimIdleMs. */
   claimIntervalMs?: number;
-  /** Delivery count at which an entry that keeps failing is dead-lettered. Default 5. */
+  /**
+   * Delivery count at which an entry that keeps failing is dead-lettered, for the default steps. Default 5.
+   * With `steps`, bound deliveries with `limitDeliveries(n)` (passing both is a ConfigError).
+   */
   maxDeliveries?: number;
+  /**
+   * Bound on the field bytes (names and values, UTF-8) of entries read and not yet settled, read-ahead
+   * included. The reader waits while it is reached and sizes its reads (COUNT) to the room left by the
+   * mean entry size; with nothing in flight it always reads, so one entry larger than the bound still
+   * progresses. Default 64 MiB.
+   */
+  maxInFlightBytes?: number;
   /** Handler calls in flight at once (messages for handleMessage, batches for handleBatch). Default 1. */
   concurrency?: number;
   /** Time to finish in-flight work after the stop signal before connections are closed. Default 10,000 ms. */
