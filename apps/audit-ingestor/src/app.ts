@@ -7,12 +7,22 @@
  */
 import { createPool } from "@caracal/db";
 import type { Fields, RedisClient } from "@caracal/streams-core";
-import { DeadLetterWriter, StreamConsumer, Topics, closeClient, connectRedis, streamKey } from "@caracal/streams-core";
+import {
+  DeadLetterWriter,
+  StreamConsumer,
+  Topics,
+  closeClient,
+  connectRedis,
+  countOutcomes,
+  deadLetterRejections,
+  streamKey,
+  verifySignature,
+} from "@caracal/streams-core";
 import type { Logger } from "pino";
 import type pg from "pg";
 
 import type { AuditConfig } from "./config.js";
-import { createAuditBatchHandler, rawFields } from "./ingest/handler.js";
+import { createAuditBatchHandler } from "./ingest/handler.js";
 import { inThreadVerifier } from "./ingest/verify.js";
 import { VerifyPool } from "./ingest/verify-pool.js";
 import { LedgerWriter } from "./ledger/writer.js";
@@ -88,22 +98,26 @@ export async function startAuditIngestor(
     group: TOPIC.groups.auditIngestor,
     consumer: config.consumerName,
     signing: config.signing,
-    // upstream frames `{id,data,sig}` carry no `_sig`; `sig` authenticates them (WIRE §6)
-    signatureOptional: true,
-    parse: rawFields,
+    // The audit stream's steps, outermost first. No parse step: the handler verifies each frame (`sig`,
+    // JSON, event schema, content hash; see verify.ts). No delivery bound: the handler owns exhaustion
+    // (after AUDIT_MAX_DELIVERIES it writes the audit_events_dlq row and acks; if that write fails the
+    // entry must stay pending: no ack without a durable record).
+    steps: [
+      countOutcomes(),
+      deadLetterRejections(),
+      // upstream frames `{id,data,sig}` carry no `_sig`; `sig` authenticates them (WIRE §6)
+      verifySignature(config.signing, { missing: "accept" }),
+    ],
     handleBatch: createAuditBatchHandler({ writer, verifier, pool, stream: TOPIC.stream, maxDeliveries: config.maxDeliveries, metrics, logger, afterWrite: options.afterBatchWrite }),
     keyPrefix: config.keyPrefix,
     // a new group starts at the beginning of the stream: audit events published before the first
     // ingestor started are part of the ledger
     startId: "0",
     batchSize: config.batchSize,
+    maxInFlightBytes: config.maxInFlightBytes,
     claimIdleMs: config.claimIdleMs,
     claimIntervalMs: options.claimIntervalMs ?? config.claimIdleMs,
     ...(options.blockMs !== undefined ? { blockMs: options.blockMs } : {}),
-    // The handler owns exhaustion: after AUDIT_MAX_DELIVERIES it writes the audit_events_dlq row and
-    // acks; if that write fails the entry must stay pending (no ack without a durable record), so the
-    // engine's own max-deliveries dead-lettering is disabled for this group.
-    maxDeliveries: Number.MAX_SAFE_INTEGER,
     concurrency: config.concurrency,
     graceMs: config.shutdownGraceMs,
     metrics: metrics.consumerHooks(),

@@ -65,6 +65,13 @@ export const envSchema = z.object({
    * for about 45 MiB more RSS per worker; more workers pay off only where the ingestor has more cores.
    */
   AUDIT_VERIFY_WORKERS: intVar(availableParallelism() >= 2 ? 1 : 0, { min: 0, max: 64 }),
+  /**
+   * Bound on the bytes of stream entries read and not yet stored and acknowledged (read-ahead and batches in
+   * flight together); the reader waits at the bound and reads fewer entries per XREADGROUP when entries
+   * are large, but always reads when nothing is in flight. Memory then follows this setting instead of
+   * frame size times AUDIT_BATCH_SIZE times AUDIT_CONCURRENCY. Default 67,108,864 (64 MiB).
+   */
+  AUDIT_MAX_INFLIGHT_BYTES: intVar(64 * 1024 * 1024, { min: 1024 }),
   /** The audit publisher's spill directory, replayed at start. Unset: no replay. */
   AUDIT_REPLAY_DIR: z.string().optional(),
 });
@@ -75,6 +82,7 @@ export interface AuditConfig extends CaracalServiceSettings {
   batchSize: number;
   concurrency: number;
   verifyWorkers: number;
+  maxInFlightBytes: number;
   maxDeliveries: number;
   claimIdleMs: number;
   sweep: { rollingHours: number; intervalMs: number; gapGraceMs: number };
@@ -105,6 +113,7 @@ export function loadConfig(env: NodeJS.ProcessEnv | Record<string, string | unde
     batchSize: e.AUDIT_BATCH_SIZE,
     concurrency: e.AUDIT_CONCURRENCY,
     verifyWorkers: e.AUDIT_VERIFY_WORKERS,
+    maxInFlightBytes: e.AUDIT_MAX_INFLIGHT_BYTES,
     maxDeliveries: e.AUDIT_MAX_DELIVERIES,
     claimIdleMs: e.AUDIT_CLAIM_IDLE_SECS * 1000,
     sweep: { rollingHours: e.AUDIT_TAMPER_ROLLING_HOURS, intervalMs: e.AUDIT_TAMPER_SWEEP_INTERVAL_MS, gapGraceMs: e.AUDIT_GAP_GRACE_MS },
@@ -136,6 +145,7 @@ export function describeConfig(c: AuditConfig): Record<string, unknown> {
     batchSize: c.batchSize,
     concurrency: c.concurrency,
     verifyWorkers: c.verifyWorkers,
+    maxInFlightBytes: c.maxInFlightBytes,
     maxDeliveries: c.maxDeliveries,
     claimIdleMs: c.claimIdleMs,
     sweep: c.sweep,

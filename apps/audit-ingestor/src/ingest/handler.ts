@@ -1,5 +1,6 @@
 /**
- * The audit ingestor's batch handler: domain logic only. The consumer engine has already checked `_sig`;
+ * The audit ingestor's batch handler: domain logic only. The consumer's steps (see `app.ts`) have already
+ * checked a present `_sig` and parse nothing, so each message's body is its raw fields;
  * the handler has the batch verified (frame `sig`, JSON, audit event schema, content hash: see
  * `verify.ts`, in worker threads when configured) and writes it to the ledger.
  *
@@ -87,11 +88,6 @@ export async function writeIsolating(
 function isPrepared(part: readonly LedgerInput[] | readonly PreparedEvent[]): part is readonly PreparedEvent[] {
   const first = part[0];
   return first !== undefined && "copyPrefix" in first;
-}
-
-/** The engine's `parse` for the audit stream: none, the handler verifies (see `verify.ts`). */
-export function rawFields(fields: Fields): Fields {
-  return fields;
 }
 
 export function createAuditBatchHandler(options: AuditHandlerOptions): BatchHandler<Fields> {
