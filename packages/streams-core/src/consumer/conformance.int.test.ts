@@ -35,6 +35,9 @@ import {
 } from "../test-support/harness.js";
 import type { StreamMessage } from "./types.js";
 
+/** Assertions that do not depend on a group's PEL run on both delivery modes. */
+const DELIVERIES = ["group", "fanout"] as const;
+
 class PermanentDomainError extends CaracalError {
   readonly code = "DOMAIN_PERMANENT";
   readonly permanent = true;
@@ -50,6 +53,9 @@ describe.skipIf(!hasRedis())("consumer conformance", () => {
   });
 
   const key = () => streamKey(topic.stream, r.keyPrefix);
+  /** Group: nothing pending. Fan-out (no acks): the expected dead letters are written. */
+  const settledAll = async (delivery: "group" | "fanout", letters: number) =>
+    delivery === "group" ? (await pendingEntries(r.client, r.keyPrefix)).length === 0 : (await r.client.xlen(deadLetterKey(r.keyPrefix))) >= letters;
 
   it("acknowledges only after success: a throwing handler leaves the entry pending", async () => {
     const policy = stablePolicy();
@@ -196,89 +202,98 @@ describe.skipIf(!hasRedis())("consumer conformance", () => {
     ]);
   });
 
-  it("stable mode: unsigned and wrong-signature entries are dead-lettered, never handled", async () => {
-    const policy = stablePolicy();
-    const unsigned = await rawAdd(r.client, r.keyPrefix, revocation(1));
-    const forged = await rawAdd(r.client, r.keyPrefix, { ...revocation(2), _sig: "0".repeat(64) });
-    const otherKey = new StreamSigner(Buffer.from(newKeyHex(), "hex"));
-    const wrongKey = await rawAdd(r.client, r.keyPrefix, otherKey.signFields(topic.stream, revocation(3)));
-    // Signed over the prefixed key instead of the logical stream name: invalid.
-    const wrongStream = await rawAdd(r.client, r.keyPrefix, policy.signer!.signFields(key(), revocation(4)));
-    const [good] = await publishRevocations(r.client, policy, r.keyPrefix, [revocation(5)]);
-    const handled: string[] = [];
-    const c = startConsumer<unknown>({
-      redis: r.client,
-      signing: policy,
-      keyPrefix: r.keyPrefix,
-      handleMessage: async (m) => {
-        handled.push(m.id);
-      },
+  for (const delivery of DELIVERIES) {
+    it(`stable mode: unsigned and wrong-signature entries are dead-lettered, never handled (${delivery})`, async () => {
+      const policy = stablePolicy();
+      const unsigned = await rawAdd(r.client, r.keyPrefix, revocation(1));
+      const forged = await rawAdd(r.client, r.keyPrefix, { ...revocation(2), _sig: "0".repeat(64) });
+      const otherKey = new StreamSigner(Buffer.from(newKeyHex(), "hex"));
+      const wrongKey = await rawAdd(r.client, r.keyPrefix, otherKey.signFields(topic.stream, revocation(3)));
+      // Signed over the prefixed key instead of the logical stream name: invalid.
+      const wrongStream = await rawAdd(r.client, r.keyPrefix, policy.signer!.signFields(key(), revocation(4)));
+      const [good] = await publishRevocations(r.client, policy, r.keyPrefix, [revocation(5)]);
+      const handled: string[] = [];
+      const c = startConsumer<unknown>({
+        redis: r.client,
+        signing: policy,
+        keyPrefix: r.keyPrefix,
+        delivery,
+        handleMessage: async (m) => {
+          handled.push(m.id);
+        },
+      });
+      await waitFor(() => handled.length === 1, 5_000, "valid entry");
+      await waitFor(async () => settledAll(delivery, 4), 5_000, "acks");
+      await c.stop();
+      expect(handled).toEqual([good]);
+      const letters = await readStream(r.client, deadLetterKey(r.keyPrefix));
+      expect(letters.map((l) => [l.fields.src_id, l.fields.reason])).toEqual([
+        [unsigned, "signature_missing"],
+        [forged, "signature_invalid"],
+        [wrongKey, "signature_invalid"],
+        [wrongStream, "signature_invalid"],
+      ]);
     });
-    await waitFor(() => handled.length === 1, 5_000, "valid entry");
-    await waitFor(async () => (await pendingEntries(r.client, r.keyPrefix)).length === 0, 5_000, "acks");
-    await c.stop();
-    expect(handled).toEqual([good]);
-    const letters = await readStream(r.client, deadLetterKey(r.keyPrefix));
-    expect(letters.map((l) => [l.fields.src_id, l.fields.reason])).toEqual([
-      [unsigned, "signature_missing"],
-      [forged, "signature_invalid"],
-      [wrongKey, "signature_invalid"],
-      [wrongStream, "signature_invalid"],
-    ]);
-  });
+  }
 
-  it("dev mode: unsigned and wrong-signature entries are handled and counted", async () => {
-    const policy = devPolicy();
-    await rawAdd(r.client, r.keyPrefix, revocation(1));
-    await rawAdd(r.client, r.keyPrefix, { ...revocation(2), _sig: "f".repeat(64) });
-    await publishRevocations(r.client, policy, r.keyPrefix, [revocation(3)]);
-    const handled: string[] = [];
-    const unverified: Record<string, number> = {};
-    const c = startConsumer<unknown>({
-      redis: r.client,
-      signing: policy,
-      keyPrefix: r.keyPrefix,
-      metrics: { unverified: (kind, n) => (unverified[kind] = (unverified[kind] ?? 0) + n) },
-      handleMessage: async (m) => {
-        handled.push(m.fields.n!);
-      },
+  for (const delivery of DELIVERIES) {
+    it(`dev mode: unsigned and wrong-signature entries are handled and counted (${delivery})`, async () => {
+      const policy = devPolicy();
+      await rawAdd(r.client, r.keyPrefix, revocation(1));
+      await rawAdd(r.client, r.keyPrefix, { ...revocation(2), _sig: "f".repeat(64) });
+      await publishRevocations(r.client, policy, r.keyPrefix, [revocation(3)]);
+      const handled: string[] = [];
+      const unverified: Record<string, number> = {};
+      const c = startConsumer<unknown>({
+        redis: r.client,
+        signing: policy,
+        keyPrefix: r.keyPrefix,
+        delivery,
+        metrics: { unverified: (kind, n) => (unverified[kind] = (unverified[kind] ?? 0) + n) },
+        handleMessage: async (m) => {
+          handled.push(m.fields.n!);
+        },
+      });
+      await waitFor(() => handled.length === 3, 5_000, "all three handled");
+      await c.stop();
+      expect(handled).toEqual(["1", "2", "3"]);
+      expect(unverified).toEqual({ missing: 1, invalid: 1 });
+      expect(await r.client.exists(deadLetterKey(r.keyPrefix))).toBe(0);
     });
-    await waitFor(() => handled.length === 3, 5_000, "all three handled");
-    await c.stop();
-    expect(handled).toEqual(["1", "2", "3"]);
-    expect(unverified).toEqual({ missing: 1, invalid: 1 });
-    expect(await r.client.exists(deadLetterKey(r.keyPrefix))).toBe(0);
-  });
+  }
 
-  it("schema-invalid entries are dead-lettered as schema_invalid and never block later entries", async () => {
-    const policy = stablePolicy();
-    const [bad1, , bad2] = await publishRevocations(r.client, policy, r.keyPrefix, [
-      { zone_id: "z", reason: "x" }, // no revocation anchor
-      revocation(2),
-      { reason: "x", session_id: "s" }, // no zone_id
-      revocation(4),
-    ]);
-    const handled: string[] = [];
-    const c = startConsumer<unknown>({
-      redis: r.client,
-      signing: policy,
-      keyPrefix: r.keyPrefix,
-      batchSize: 1,
-      handleMessage: async (m) => {
-        handled.push(m.fields.n!);
-      },
+  for (const delivery of DELIVERIES) {
+    it(`schema-invalid entries are dead-lettered as schema_invalid and never block later entries (${delivery})`, async () => {
+      const policy = stablePolicy();
+      const [bad1, , bad2] = await publishRevocations(r.client, policy, r.keyPrefix, [
+        { zone_id: "z", reason: "x" }, // no revocation anchor
+        revocation(2),
+        { reason: "x", session_id: "s" }, // no zone_id
+        revocation(4),
+      ]);
+      const handled: string[] = [];
+      const c = startConsumer<unknown>({
+        redis: r.client,
+        signing: policy,
+        keyPrefix: r.keyPrefix,
+        batchSize: 1,
+        delivery,
+        handleMessage: async (m) => {
+          handled.push(m.fields.n!);
+        },
+      });
+      await waitFor(() => handled.length === 2, 5_000, "valid entries");
+      await waitFor(async () => settledAll(delivery, 2), 5_000, "acks");
+      await c.stop();
+      expect(handled).toEqual(["2", "4"]);
+      const letters = await readStream(r.client, deadLetterKey(r.keyPrefix));
+      expect(letters.map((l) => [l.fields.src_id, l.fields.reason])).toEqual([
+        [bad1, "schema_invalid"],
+        [bad2, "schema_invalid"],
+      ]);
+      expect(letters[0]!.fields.error).toMatch(/revocation anchor/);
     });
-    await waitFor(() => handled.length === 2, 5_000, "valid entries");
-    await waitFor(async () => (await pendingEntries(r.client, r.keyPrefix)).length === 0, 5_000, "acks");
-    await c.stop();
-    expect(handled).toEqual(["2", "4"]);
-    const letters = await readStream(r.client, deadLetterKey(r.keyPrefix));
-    expect(letters.map((l) => [l.fields.src_id, l.fields.reason])).toEqual([
-      [bad1, "schema_invalid"],
-      [bad2, "schema_invalid"],
-    ]);
-    expect(letters[0]!.fields.error).toMatch(/revocation anchor/);
-  });
+  }
 
   it("a restarted consumer re-reads its own pending entries first, then new ones", async () => {
     const policy = stablePolicy();
@@ -488,29 +503,32 @@ describe.skipIf(!hasRedis())("consumer conformance", () => {
     await c.consumer.close();
   });
 
-  it("an idle blocking read does not delay the stop beyond blockMs", async () => {
-    const policy = stablePolicy();
-    const handled: string[] = [];
-    const c = startConsumer<unknown>({
-      redis: r.client,
-      signing: policy,
-      keyPrefix: r.keyPrefix,
-      consumer: "host with spaces\n",
-      blockMs: 10_000,
-      handleMessage: async (m) => {
-        handled.push(m.id);
-      },
+  for (const delivery of DELIVERIES) {
+    it(`an idle blocking read does not delay the stop beyond blockMs (${delivery})`, async () => {
+      const policy = stablePolicy();
+      const handled: string[] = [];
+      const c = startConsumer<unknown>({
+        redis: r.client,
+        signing: policy,
+        keyPrefix: r.keyPrefix,
+        consumer: "host with spaces\n",
+        blockMs: 10_000,
+        delivery,
+        handleMessage: async (m) => {
+          handled.push(m.id);
+        },
+      });
+      await waitFor(() => c.consumer.state === "running", 5_000, "running");
+      await publishRevocations(r.client, policy, r.keyPrefix, [revocation(1)]);
+      await waitFor(() => handled.length === 1, 5_000, "entry read on the blocking connection");
+      // The read connection carries the consumer's name, made acceptable to CLIENT SETNAME.
+      expect(String(await r.client.client("LIST"))).toContain("name=host_with_spaces_:read ");
+      await sleep(100);
+      const t0 = Date.now();
+      await c.stop();
+      expect(Date.now() - t0).toBeLessThan(1_000);
     });
-    await waitFor(() => c.consumer.state === "running", 5_000, "running");
-    await publishRevocations(r.client, policy, r.keyPrefix, [revocation(1)]);
-    await waitFor(() => handled.length === 1, 5_000, "entry read on the blocking connection");
-    // The read connection carries the consumer's name, made acceptable to CLIENT SETNAME.
-    expect(String(await r.client.client("LIST"))).toContain("name=host_with_spaces_:read ");
-    await sleep(100);
-    const t0 = Date.now();
-    await c.stop();
-    expect(Date.now() - t0).toBeLessThan(1_000);
-  });
+  }
 
   it("fan-out: every replica receives every message, no group or PEL is left, rejections dead-lettered once", async () => {
     const policy = stablePolicy();
@@ -570,32 +588,35 @@ describe.skipIf(!hasRedis())("consumer conformance", () => {
     expect(letters.map((l) => [l.fields.src_id, l.fields.reason, l.fields.deliveries])).toEqual([[id, "max_deliveries_exceeded", "3"]]);
   });
 
-  it("never runs more than `concurrency` handlers at once (and does use them)", async () => {
-    const policy = stablePolicy();
-    await publishRevocations(r.client, policy, r.keyPrefix, Array.from({ length: 40 }, (_, i) => revocation(i)));
-    let active = 0;
-    let maxActive = 0;
-    let done = 0;
-    const c = startConsumer<unknown>({
-      redis: r.client,
-      signing: policy,
-      keyPrefix: r.keyPrefix,
-      concurrency: 3,
-      batchSize: 8,
-      claimIdleMs: 50,
-      claimIntervalMs: 20,
-      handleMessage: async () => {
-        active++;
-        maxActive = Math.max(maxActive, active);
-        await sleep(10 + Math.random() * 20);
-        active--;
-        done++;
-      },
+  for (const delivery of DELIVERIES) {
+    it(`never runs more than \`concurrency\` handlers at once (and does use them) (${delivery})`, async () => {
+      const policy = stablePolicy();
+      await publishRevocations(r.client, policy, r.keyPrefix, Array.from({ length: 40 }, (_, i) => revocation(i)));
+      let active = 0;
+      let maxActive = 0;
+      let done = 0;
+      const c = startConsumer<unknown>({
+        redis: r.client,
+        signing: policy,
+        keyPrefix: r.keyPrefix,
+        concurrency: 3,
+        delivery,
+        batchSize: 8,
+        claimIdleMs: 50,
+        claimIntervalMs: 20,
+        handleMessage: async () => {
+          active++;
+          maxActive = Math.max(maxActive, active);
+          await sleep(10 + Math.random() * 20);
+          active--;
+          done++;
+        },
+      });
+      await waitFor(() => done >= 40, 10_000, "all handled");
+      await c.stop();
+      expect(maxActive).toBe(3);
     });
-    await waitFor(() => done >= 40, 10_000, "all handled");
-    await c.stop();
-    expect(maxActive).toBe(3);
-  });
+  }
 
   it("calls the metrics hooks with the right counts", async () => {
     const policy = stablePolicy();
