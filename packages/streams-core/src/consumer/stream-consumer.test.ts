@@ -28,6 +28,11 @@ describe("StreamConsumer options", () => {
     expect(problems).toMatch(/maxDeliveries/);
   });
 
+  it("refuses maxDeliveries beside explicit steps (the bound is then a step, limitDeliveries)", () => {
+    expect(() => new StreamConsumer({ ...base, steps: [], maxDeliveries: 3, handleMessage: async () => undefined })).toThrow(/limitDeliveries/);
+    expect(() => new StreamConsumer({ ...base, steps: [], handleMessage: async () => undefined })).not.toThrow();
+  });
+
   it("rejects both handlers at once", () => {
     expect(() => new StreamConsumer({ ...base, handleMessage: async () => undefined, handleBatch: async () => undefined })).toThrow(ConfigError);
   });

@@ -197,6 +197,9 @@ export class StreamConsumer<T> {
     const o = this.options;
     try {
       this.blocking = duplicateClient(o.redis, { blocking: true, connectionName: this.readConnectionName() });
+      // Connection errors reach the reader as failed reads (recorded as `lastError`, logged with backoff);
+      // without a listener ioredis would print each reconnect attempt as an unhandled error event.
+      this.blocking.on("error", () => undefined);
       if (this.rt.stopping) return;
       const common = {
         redis: o.redis,
