@@ -11,6 +11,7 @@ import { TransientError } from "../errors.js";
 import { StreamPublisher } from "../publisher.js";
 import { streamKey } from "../registry.js";
 import { duplicateClient } from "../redis.js";
+import { countOutcomes, deadLetterRejections, parseTopicSchema, verifySignature } from "./steps/index.js";
 import { dlqStream, group, readStream, revocation, stablePolicy, startConsumer, topic, waitFor } from "../test-support/harness.js";
 
 const available = await redisClusterAvailable();
@@ -91,31 +92,61 @@ describe.skipIf(!available)("consumer on Redis Cluster", () => {
     expect(c.consumer.state).toBe("stopped");
   });
 
-  it("fan-out works on the cluster and dead-letters once", async () => {
-    const keyPrefix = "{f1}:";
+  for (const [label, keyPrefix] of [
+    ["stream and dead letters in one slot", "{f1}:"],
+    ["stream and dead letters in different slots", "f2:"],
+  ] as const) {
+    it(`fan-out works on the cluster, dead-letters once and reports contact and lag (${label})`, async () => {
+      const policy = stablePolicy();
+      const seen = [new Set<string>(), new Set<string>()];
+      const connections = seen.map(() => duplicateClient(client));
+      const replicas = seen.map((set, i) =>
+        startConsumer<unknown>({
+          redis: connections[i]!,
+          signing: policy,
+          keyPrefix,
+          consumer: `r${i}`,
+          delivery: "fanout",
+          startId: "0",
+          statsIntervalMs: 50,
+          handleMessage: async (m) => {
+            set.add(m.id);
+          },
+        }),
+      );
+      const publisher = new StreamPublisher({ redis: client, signing: policy, keyPrefix });
+      await publisher.publishBatch(Array.from({ length: 10 }, (_, i) => ({ stream: topic.stream, fields: revocation(i) })));
+      await client.xadd(streamKey(topic.stream, keyPrefix), "*", ...Object.entries(revocation(99)).flat());
+      await waitFor(() => seen.every((s) => s.size === 10), 5_000, "fan-out delivery");
+      await waitFor(async () => (await client.xlen(streamKey(dlqStream, keyPrefix))) === 1, 5_000, "dead letter");
+      await waitFor(() => replicas.every((r) => r.consumer.lag === 0), 5_000, "lag 0");
+      for (const r of replicas) expect(Date.now() - r.consumer.lastContactAt!).toBeLessThan(1_000);
+      await Promise.all(replicas.map((r) => r.stop()));
+      await Promise.all(connections.map((c) => c.quit()));
+      expect(await client.xlen(streamKey(dlqStream, keyPrefix))).toBe(1);
+    });
+  }
+
+  it("composed steps on the cluster: the optional-signature step accepts unsigned and rejects a wrong _sig", async () => {
+    const keyPrefix = "c3:";
     const policy = stablePolicy();
-    const seen = [new Set<string>(), new Set<string>()];
-    const connections = seen.map(() => duplicateClient(client));
-    const replicas = seen.map((set, i) =>
-      startConsumer<unknown>({
-        redis: connections[i]!,
-        signing: policy,
-        keyPrefix,
-        consumer: `r${i}`,
-        delivery: "fanout",
-        startId: "0",
-        handleMessage: async (m) => {
-          set.add(m.id);
-        },
-      }),
-    );
-    const publisher = new StreamPublisher({ redis: client, signing: policy, keyPrefix });
-    await publisher.publishBatch(Array.from({ length: 10 }, (_, i) => ({ stream: topic.stream, fields: revocation(i) })));
-    await client.xadd(streamKey(topic.stream, keyPrefix), "*", ...Object.entries(revocation(99)).flat());
-    await waitFor(() => seen.every((s) => s.size === 10), 5_000, "fan-out delivery");
-    await waitFor(async () => (await client.xlen(streamKey(dlqStream, keyPrefix))) === 1, 5_000, "dead letter");
-    await Promise.all(replicas.map((r) => r.stop()));
-    await Promise.all(connections.map((c) => c.quit()));
-    expect(await client.xlen(streamKey(dlqStream, keyPrefix))).toBe(1);
+    const key = streamKey(topic.stream, keyPrefix);
+    const unsigned = (await client.xadd(key, "*", ...Object.entries(revocation(1)).flat())) as string;
+    const forged = (await client.xadd(key, "*", ...Object.entries({ ...revocation(2), _sig: "0".repeat(64) }).flat())) as string;
+    const handled: string[] = [];
+    const c = startConsumer<unknown>({
+      redis: client,
+      signing: policy,
+      keyPrefix,
+      steps: [countOutcomes(), deadLetterRejections(), verifySignature(policy, { missing: "accept" }), parseTopicSchema()],
+      handleMessage: async (m) => {
+        handled.push(m.id);
+      },
+    });
+    await waitFor(async () => handled.length === 1 && ((await client.xpending(key, group)) as [number])[0] === 0, 5_000, "settled");
+    await c.stop();
+    expect(handled).toEqual([unsigned]);
+    const letters = await readStream(client, streamKey(dlqStream, keyPrefix));
+    expect(letters.map((l) => [l.fields.src_id, l.fields.reason])).toEqual([[forged, "signature_invalid"]]);
   });
 });
