@@ -109,7 +109,7 @@ async function drain(label: string, maxInflight: string | undefined): Promise<{ 
       LOG_LEVEL: "warn",
       ...(maxInflight !== undefined ? { AUDIT_MAX_INFLIGHT_BYTES: maxInflight } : {}),
     };
-    for (const name of ["AUDIT_BATCH_SIZE", "AUDIT_CONCURRENCY", "AUDIT_VERIFY_WORKERS"]) {
+    for (const name of ["AUDIT_BATCH_SIZE", "AUDIT_CONCURRENCY", "AUDIT_VERIFY_WORKERS", "NODE_OPTIONS"]) {
       const v = process.env[name];
       if (v !== undefined) env[name] = v;
     }

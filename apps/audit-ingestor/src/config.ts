@@ -69,9 +69,12 @@ export const envSchema = z.object({
    * Bound on the bytes of stream entries read and not yet stored and acknowledged (read-ahead and batches in
    * flight together); the reader waits at the bound and reads fewer entries per XREADGROUP when entries
    * are large, but always reads when nothing is in flight. Memory then follows this setting instead of
-   * frame size times AUDIT_BATCH_SIZE times AUDIT_CONCURRENCY. Default 67,108,864 (64 MiB).
+   * frame size times AUDIT_BATCH_SIZE times AUDIT_CONCURRENCY. Each byte in flight costs several in the
+   * process (the verify worker's copy, the parsed event, the COPY text, garbage not yet collected), hence a
+   * default below the engine's 64 MiB; ordinary events stay far under it at any batch size and concurrency.
+   * Default 16,777,216 (16 MiB); `pnpm bench:audit-memory` measures the peak RSS over large frames.
    */
-  AUDIT_MAX_INFLIGHT_BYTES: intVar(64 * 1024 * 1024, { min: 1024 }),
+  AUDIT_MAX_INFLIGHT_BYTES: intVar(16 * 1024 * 1024, { min: 1024 }),
   /** The audit publisher's spill directory, replayed at start. Unset: no replay. */
   AUDIT_REPLAY_DIR: z.string().optional(),
 });

@@ -158,9 +158,13 @@ export class ConsumerRuntime {
     }
   }
 
-  /** The COUNT of the next read: `batchSize`, fewer when the budget left holds fewer entries of mean size. */
+  /**
+   * The COUNT of the next read: `batchSize`, fewer when the budget left holds fewer entries of mean size.
+   * Until an entry has been seen its size is unknown, and the first read takes one entry: a first read of
+   * `batchSize` large entries would overshoot the bound many times.
+   */
   readCount(batchSize: number): number {
-    if (this.meanEntryBytes <= 0) return batchSize;
+    if (this.meanEntryBytes <= 0) return 1;
     const left = Math.max(0, this.maxInFlightBytes - this.inFlightBytes);
     return Math.max(1, Math.min(batchSize, Math.floor(left / this.meanEntryBytes)));
   }
