@@ -11,6 +11,8 @@ import { backoffDelayMs, sleep } from "../timing.js";
 import type { ConsumerMetricsHooks } from "./types.js";
 
 const MAX_BACKOFF_MS = 5_000;
+/** Entry size assumed before the first read (large audit frames are of this order). */
+const ASSUMED_ENTRY_BYTES = 1024 * 1024;
 
 /** An entry as read: `fields` undefined means its payload was trimmed while pending. */
 export interface RawEntry {
@@ -160,11 +162,11 @@ export class ConsumerRuntime {
 
   /**
    * The COUNT of the next read: `batchSize`, fewer when the budget left holds fewer entries of mean size.
-   * Until an entry has been seen its size is unknown, and the first read takes one entry: a first read of
-   * `batchSize` large entries would overshoot the bound many times.
+   * Until an entry has been seen its size is unknown and taken as `ASSUMED_ENTRY_BYTES`, so that a first
+   * read of `batchSize` large entries cannot overshoot the bound many times.
    */
   readCount(batchSize: number): number {
-    if (this.meanEntryBytes <= 0) return 1;
+    if (this.meanEntryBytes <= 0) return Math.max(1, Math.min(batchSize, Math.floor(this.maxInFlightBytes / ASSUMED_ENTRY_BYTES)));
     const left = Math.max(0, this.maxInFlightBytes - this.inFlightBytes);
     return Math.max(1, Math.min(batchSize, Math.floor(left / this.meanEntryBytes)));
   }
