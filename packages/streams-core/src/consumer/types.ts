@@ -62,7 +62,10 @@ export type ConsumerState = "idle" | "starting" | "draining-pending" | "running"
 export interface ConsumerMetricsHooks {
   /** Entries read: new, re-read pending and reclaimed (fan-out: every entry seen). */
   received?(count: number): void;
-  /** Entries acknowledged after their handler succeeded (dead-lettered and trimmed entries are counted apart). */
+  /**
+   * Entries whose handler succeeded, counted by the `countOutcomes` step as the pipeline settles them, just
+   * before their XACK (dead-lettered and trimmed entries are counted apart).
+   */
   acked?(count: number): void;
   deadLettered?(reason: DeadLetterReason, count: number): void;
   reclaimed?(count: number): void;
