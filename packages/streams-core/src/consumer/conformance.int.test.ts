@@ -534,6 +534,7 @@ describe.skipIf(!hasRedis())("consumer conformance", () => {
     const policy = stablePolicy();
     await r.client.xadd(key(), "*", "seed", "before start"); // "$" must skip it
     const seen = [new Set<string>(), new Set<string>(), new Set<string>()];
+    let deadLettered = 0;
     const replicas = seen.map((set, i) =>
       startConsumer<unknown>({
         redis: r.client,
@@ -542,6 +543,7 @@ describe.skipIf(!hasRedis())("consumer conformance", () => {
         consumer: `replica-${i}`,
         delivery: "fanout",
         startId: "$",
+        metrics: { deadLettered: (_reason, n) => (deadLettered += n) },
         handleMessage: async (m) => {
           set.add(m.id);
         },
@@ -559,6 +561,8 @@ describe.skipIf(!hasRedis())("consumer conformance", () => {
     expect(await r.client.xinfo("GROUPS", key())).toEqual([]);
     const letters = await readStream(r.client, deadLetterKey(r.keyPrefix));
     expect(letters.map((l) => [l.fields.src_id, l.fields.reason])).toEqual([[rejected, "signature_missing"]]);
+    // counted by the replica that wrote it only
+    expect(deadLettered).toBe(1);
   });
 
   it("fan-out: a failing handler is retried in process, then dead-lettered once across replicas", async () => {

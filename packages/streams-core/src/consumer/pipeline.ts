@@ -32,8 +32,8 @@ export type Outcome =
   | { readonly kind: "retry"; readonly error: unknown }
   /** Must be dead-lettered; not acknowledged until its letter is written. */
   | { readonly kind: "reject"; readonly reason: DeadLetterReason; readonly error: string }
-  /** Its dead letter was written: acknowledge. */
-  | { readonly kind: "dead-lettered"; readonly reason: DeadLetterReason; readonly error: string }
+  /** Its dead letter was written (fan-out, `byOtherReplica`: another replica writes it): acknowledge. */
+  | { readonly kind: "dead-lettered"; readonly reason: DeadLetterReason; readonly error: string; readonly byOtherReplica?: boolean }
   /** The topic has no dead-letter stream: acknowledged, logged and counted as discarded. */
   | { readonly kind: "discarded"; readonly reason: DeadLetterReason; readonly error: string };
 

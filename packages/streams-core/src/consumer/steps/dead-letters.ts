@@ -37,9 +37,9 @@ export function deadLetterRejections(): Step {
     const mine = context.delivery === "fanout" ? await claimOnce(rejects, context) : rejects;
     const markers = new Map<string, string>();
     if (context.delivery === "fanout") {
+      for (const [d] of mine) markers.set(d.id, markerKey(context, d.id));
       for (const [d, r] of rejects) {
-        if (!mine.some(([m]) => m.id === d.id)) outcomes.set(d.id, { kind: "dead-lettered", reason: r.reason, error: r.error });
-        else markers.set(d.id, markerKey(context, d.id));
+        if (!markers.has(d.id)) outcomes.set(d.id, { kind: "dead-lettered", reason: r.reason, error: r.error, byOtherReplica: true });
       }
     }
     if (mine.length === 0) return outcomes;

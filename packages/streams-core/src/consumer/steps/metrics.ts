@@ -1,5 +1,5 @@
 /**
- * Counts what the inner steps settled: `acked` (succeeded), `deadLettered` (letter written), `discarded`
+ * Counts what the inner steps settled: `acked` (succeeded), `deadLettered` (letter written here), `discarded`
  * (no dead-letter stream). Placed outermost, it sees every entry's final outcome. Counts are taken when the
  * pipeline returns, before the reader's XACK; an ack that fails brings the entries back and they are
  * counted again when they settle. Read-side figures (`received`, `reclaimed`, `trimmed`, `lag`, `pending`,
@@ -15,7 +15,8 @@ export function countOutcomes(): Step {
     const dead = new Map<DeadLetterReason, number>();
     const discarded = new Map<DeadLetterReason, number>();
     for (const o of outcomes.values()) {
-      if (o.kind === "dead-lettered") dead.set(o.reason, (dead.get(o.reason) ?? 0) + 1);
+      // fan-out: a letter another replica writes is counted there
+      if (o.kind === "dead-lettered" && o.byOtherReplica !== true) dead.set(o.reason, (dead.get(o.reason) ?? 0) + 1);
       else if (o.kind === "discarded") discarded.set(o.reason, (discarded.get(o.reason) ?? 0) + 1);
     }
     let acked = 0;
