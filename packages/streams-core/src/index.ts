@@ -10,6 +10,7 @@ export * from "./resp.js";
 export * from "./consumer/types.js";
 export * from "./consumer/stream-consumer.js";
 export * from "./dead-letter.js";
+export * from "./dead-letter-read.js";
 export * from "./metrics.js";
 export * from "./audit/frame.js";
 export * from "./audit/replay-files.js";

@@ -8,33 +8,17 @@
  * (`<prefix>dlq-replayed:<dead-letter stream>:<id>`, kept 30 days) makes a second replay of the same letter
  * a no-op, and rate-limited (`--rate` letters per second).
  */
-import type { Fields, RedisClient } from "@caracal/streams-core";
-import { StreamPublisher, Topics, sleep, streamKey, topicByStream } from "@caracal/streams-core";
+import type { DeadLetterRecord, Fields } from "@caracal/streams-core";
+import { StreamPublisher, Topics, readDeadLetters, sleep, streamKey, topicByStream } from "@caracal/streams-core";
 
 import type { Connections } from "../config.js";
 import { CliError, ExitCode } from "../exit-codes.js";
 import type { Io } from "../output.js";
 import { formatAge, entryIdAgeSeconds, printJson, renderTable } from "../output.js";
 
-/** Dead-letter metadata fields (WIRE §4); everything under `src.` is the original entry. */
-const METADATA = new Set(["reason", "src_stream", "src_id", "group", "consumer", "deliveries", "error", "received_at", "_sig", "_sig2"]);
 const SIGNATURE_FIELDS = new Set(["_sig", "_sig2"]);
 const REPLAY_MARKER_TTL_SECONDS = 30 * 86_400;
 export const REPLAYED_FROM_FIELD = "replayed_from";
-
-export interface DeadLetterEntry {
-  id: string;
-  reason: string;
-  srcStream: string;
-  srcId: string;
-  group: string;
-  consumer: string;
-  deliveries: number;
-  error: string;
-  receivedAt: string;
-  /** The original entry's fields, as the dead letter carries them. */
-  original: Fields;
-}
 
 /** Resolves a stream argument to its dead-letter stream. */
 export function deadLetterStreamOf(stream: string): string {
@@ -45,62 +29,20 @@ export function deadLetterStreamOf(stream: string): string {
   throw new CliError(`unknown stream ${JSON.stringify(stream)}: give a stream of the registry or its dead-letter stream (see \`caracal-streams streams\`)`, ExitCode.usage);
 }
 
-/**
- * Parses one dead letter. The current format carries the original fields as `src.<field>`; the first
- * format (`src_<field>`) is read too, minus the metadata names it could not tell apart.
- */
-export function parseDeadLetter(id: string, list: readonly string[]): DeadLetterEntry {
-  const f: Record<string, string> = Object.create(null) as Record<string, string>;
-  for (let i = 0; i + 1 < list.length; i += 2) f[list[i]!] = list[i + 1]!;
-  const original: Fields = Object.create(null) as Fields;
-  const dotted = Object.keys(f).some((k) => k.startsWith("src."));
-  for (const [k, v] of Object.entries(f)) {
-    if (dotted && k.startsWith("src.")) original[k.slice(4)] = v;
-    else if (!dotted && k.startsWith("src_") && !METADATA.has(k)) original[k.slice(4)] = v;
-  }
-  return {
-    id,
-    reason: f.reason ?? "",
-    srcStream: f.src_stream ?? "",
-    srcId: f.src_id ?? "",
-    group: f.group ?? "",
-    consumer: f.consumer ?? "",
-    deliveries: Number(f.deliveries ?? 0),
-    error: f.error ?? "",
-    receivedAt: f.received_at ?? "",
-    original,
-  };
+function byReason(reason: string | undefined): ((r: string) => boolean) | undefined {
+  return reason === undefined ? undefined : (r) => r === reason;
 }
 
-export async function readDeadLetters(
-  redis: RedisClient,
-  key: string,
-  options: { limit: number; reason?: string; ids?: readonly string[]; start?: string },
-): Promise<DeadLetterEntry[]> {
-  if (options.ids !== undefined && options.ids.length > 0) {
-    const found = await Promise.all(options.ids.map((id) => redis.xrange(key, id, id) as Promise<Array<[string, string[]]>>));
-    return found.flat().map(([id, list]) => parseDeadLetter(id, list));
-  }
-  const out: DeadLetterEntry[] = [];
-  let start = options.start ?? "-";
-  // Page through the stream until `limit` letters match the reason filter.
-  while (out.length < options.limit) {
-    const page = (await redis.xrange(key, start, "+", "COUNT", 500)) as Array<[string, string[]]>;
-    for (const [id, list] of page) {
-      const letter = parseDeadLetter(id, list);
-      if (options.reason === undefined || letter.reason === options.reason) out.push(letter);
-      if (out.length >= options.limit) break;
-    }
-    if (page.length < 500) break;
-    start = `(${page[page.length - 1]![0]}`;
-  }
-  return out;
+/** A letter as printed: its metadata and original fields (the stored fields are in `original` and the metadata). */
+function view(l: DeadLetterRecord) {
+  const { fields: _fields, ...rest } = l;
+  return rest;
 }
 
 export async function dlqList(conn: Connections, io: Io, stream: string, options: { limit: number; reason?: string; json?: boolean }): Promise<void> {
   const dead = deadLetterStreamOf(stream);
-  const letters = await readDeadLetters(conn.redis(), streamKey(dead, conn.keyPrefix), { limit: options.limit, ...(options.reason ? { reason: options.reason } : {}) });
-  if (options.json) return printJson(io, { deadLetterStream: dead, letters });
+  const letters = await readDeadLetters(conn.redis(), streamKey(dead, conn.keyPrefix), { limit: options.limit, reason: byReason(options.reason) });
+  if (options.json) return printJson(io, { deadLetterStream: dead, letters: letters.map(view) });
   if (letters.length === 0) return io.out(`${dead}: no dead letters`);
   io.out(
     renderTable(
@@ -115,8 +57,8 @@ export async function dlqShow(conn: Connections, io: Io, stream: string, id: str
   const dead = deadLetterStreamOf(stream);
   const [letter] = await readDeadLetters(conn.redis(), streamKey(dead, conn.keyPrefix), { limit: 1, ids: [id] });
   if (letter === undefined) throw new CliError(`${dead}: no dead letter ${id}`, ExitCode.problemFound);
-  if (options.json) return printJson(io, letter);
-  const { original, ...meta } = letter;
+  if (options.json) return printJson(io, view(letter));
+  const { original, fields: _fields, ...meta } = letter;
   for (const [k, v] of Object.entries(meta)) io.out(`${k.padEnd(12)} ${String(v)}`);
   io.out("original fields:");
   for (const [k, v] of Object.entries(original)) io.out(`  ${k} = ${v}`);
@@ -141,7 +83,7 @@ export async function dlqReplay(
   const publisher = new StreamPublisher({ redis, signing: conn.signing(), keyPrefix: conn.keyPrefix });
   const letters = await readDeadLetters(redis, streamKey(dead, conn.keyPrefix), {
     limit: options.limit,
-    ...(options.reason ? { reason: options.reason } : {}),
+    reason: byReason(options.reason),
     ...(options.ids ? { ids: options.ids } : {}),
   });
   const summary: ReplaySummary = { deadLetterStream: dead, replayed: [], skipped: [], failed: [] };
