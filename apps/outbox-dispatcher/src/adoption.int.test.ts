@@ -1,4 +1,5 @@
 import { migrateDatabase } from "@caracal/db";
+import { requeue } from "@caracal/outbox";
 import { Topics } from "@caracal/streams-core";
 import { createEmptyDatabase, createTestRedis, hasPostgres, hasRedis } from "@caracal/testkit";
 import type { TestDatabase, TestRedis } from "@caracal/testkit";
@@ -74,5 +75,41 @@ describe.skipIf(!hasRedis() || !hasPostgres())("adopting an upstream event_outbo
     expect(entries.map((e) => e.fields.outbox_id)).toEqual(["up-1", "up-2", "up-3", "up-4"]);
     expect(entries.every((e) => signer.verify(stream, e.fields) === "valid")).toBe(true);
     expect(entries[2]?.fields).not.toHaveProperty("grant_id");
+  });
+
+  it("rows upstream's dispatcher abandoned (available_at = infinity) are failed, do not hold back their stream, and can be requeued", async () => {
+    await db.pool.query(UPSTREAM_DDL);
+    const stream = Topics.keysInvalidate.stream;
+    const values = (from: number, to: number, abandoned: boolean) =>
+      Array.from({ length: to - from }, (_, k) => {
+        const i = from + k;
+        return abandoned
+          ? `('old-${String(i).padStart(2, "0")}', '${stream}', '{"zone_id":"z${i}"}', 100, 'infinity', 'dial tcp: refused', now() - interval '${60 - i} minutes')`
+          : `('new-${String(i).padStart(2, "0")}', '${stream}', '{"zone_id":"z${i}"}', 0, now(), NULL, now() - interval '${60 - i} minutes')`;
+      }).join(",");
+    await db.pool.query(`INSERT INTO event_outbox (id, stream_name, payload_json, attempts, available_at, last_error, created_at) VALUES ${values(0, 12, true)}, ${values(12, 24, false)}`);
+
+    await migrateDatabase(db.url);
+    const failed = await db.pool.query("SELECT id, last_error, available_at = 'infinity'::timestamptz AS still_infinity FROM event_outbox WHERE failed_at IS NOT NULL ORDER BY id");
+    expect(failed.rows.map((r) => r.id)).toEqual(Array.from({ length: 12 }, (_, i) => `old-${String(i).padStart(2, "0")}`));
+    // upstream's own view (available_at = infinity means dead) is left as it was, and the error is kept
+    expect(failed.rows.every((r) => r.still_infinity && r.last_error === "dial tcp: refused")).toBe(true);
+
+    dispatcher = startDispatcher(db.pool, redis.url, redis.keyPrefix);
+    await waitFor(async () => (await db.pool.query("SELECT 1 FROM event_outbox WHERE dispatched_at IS NULL AND failed_at IS NULL")).rowCount === 0);
+    let entries = await readStream(redis.client, stream, redis.keyPrefix);
+    expect(entries.map((e) => e.fields.outbox_id)).toEqual(Array.from({ length: 12 }, (_, i) => `new-${12 + i}`));
+
+    // An upstream dispatcher still running abandons one more row: the trigger fails it at once.
+    await db.pool.query(`INSERT INTO event_outbox (id, stream_name, payload_json) VALUES ('late', $1, '{"zone_id":"late"}')`, [Topics.agentsLifecycle.stream]);
+    await db.pool.query("UPDATE event_outbox SET available_at = 'infinity', last_error = 'gave up' WHERE id = 'late' AND dispatched_at IS NULL");
+    const late = (await db.pool.query("SELECT failed_at IS NOT NULL AS failed, dispatched_at IS NOT NULL AS dispatched FROM event_outbox WHERE id = 'late'")).rows[0];
+    expect(late.failed || late.dispatched).toBe(true);
+
+    // Requeued, the abandoned rows are dispatched (in their order).
+    await requeue(db.pool, { stream });
+    await waitFor(async () => (await db.pool.query("SELECT 1 FROM event_outbox WHERE stream_name = $1 AND dispatched_at IS NULL", [stream])).rowCount === 0);
+    entries = await readStream(redis.client, stream, redis.keyPrefix);
+    expect(entries.slice(12).map((e) => e.fields.outbox_id)).toEqual(Array.from({ length: 12 }, (_, i) => `old-${String(i).padStart(2, "0")}`));
   });
 });

@@ -2,8 +2,11 @@ import type { OutboxTx } from "./executor.js";
 import { run } from "./executor.js";
 import { OUTBOX_CHANNEL } from "./fields.js";
 
-/** Which failed rows to requeue: by id, by stream, or every failed row. */
-export type RequeueFilter = { ids: readonly string[] } | { stream: string } | { allFailed: true };
+/**
+ * Which failed rows to requeue: by id, by stream, every failed row, or those that failed before a time
+ * (optionally of one stream).
+ */
+export type RequeueFilter = { ids: readonly string[] } | { stream: string } | { allFailed: true } | { failedBefore: Date; stream?: string };
 
 /**
  * Puts failed rows back in line (operator action): `failed_at` cleared, `attempts` reset to 0, due now.
@@ -19,6 +22,9 @@ export async function requeue(tx: OutboxTx, filter: RequeueFilter): Promise<numb
   if ("ids" in filter) {
     where = "id = ANY($1::text[])";
     values = [[...filter.ids]];
+  } else if ("failedBefore" in filter) {
+    where = filter.stream === undefined ? "failed_at < $1" : "failed_at < $1 AND stream_name = $2";
+    values = filter.stream === undefined ? [filter.failedBefore] : [filter.failedBefore, filter.stream];
   } else if ("stream" in filter) {
     where = "stream_name = $1";
     values = [filter.stream];

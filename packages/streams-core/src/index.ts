@@ -12,6 +12,7 @@ export * from "./consumer/stream-consumer.js";
 export * from "./consumer/pipeline.js";
 export * from "./consumer/steps/index.js";
 export * from "./dead-letter.js";
+export * from "./dead-letter-read.js";
 export * from "./metrics.js";
 export * from "./audit/frame.js";
 export * from "./audit/replay-files.js";

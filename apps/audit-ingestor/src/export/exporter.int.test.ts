@@ -83,7 +83,7 @@ describe.skipIf(!hasPostgres() || !hasRedis())("S3 Parquet export", () => {
     expect(result).toMatchObject({ files: 3, rows: 420 });
 
     const keys = await listKeys(client, s3.bucket);
-    expect(keys).toEqual(["audit/2026/03/01/00.parquet", "audit/2026/03/01/01.parquet", "audit/2026/03/01/03.parquet"]);
+    expect(keys).toEqual(["audit/2026/03/01/2026-03-01T00.parquet", "audit/2026/03/01/2026-03-01T01.parquet", "audit/2026/03/01/2026-03-01T03.parquet"]);
     for (const [i, hour] of [0, 1, 3].entries()) {
       const from = H0 + hour * HOUR_MS;
       const { rows, metadata } = await readParquet(await getBytes(client, s3.bucket, keys[i]!));
@@ -133,7 +133,7 @@ describe.skipIf(!hasPostgres() || !hasRedis())("S3 Parquet export", () => {
     expect(r).toMatchObject({ files: 1, rows: 1 });
     const lateKeys = (await listKeys(client, s3.bucket)).filter((k) => k.includes(".late-"));
     expect(lateKeys).toHaveLength(1);
-    expect(lateKeys[0]).toMatch(/^audit\/2026\/03\/01\/01\.late-\d+\.parquet$/);
+    expect(lateKeys[0]).toMatch(/^audit\/2026\/03\/01\/2026-03-01T01\.late-\d+\.parquet$/);
     const { rows } = await readParquet(await getBytes(client, s3.bucket, lateKeys[0]!));
     expect(rows.map((x) => x.id)).toEqual(["late-1"]);
     expect(await unexported(H0, H0 + 12 * HOUR_MS)).toBe(0);

@@ -5,9 +5,9 @@
  * 1. fences in: records its fencing token on the watermark row (refused if a newer leader already did),
  *    so a paused, superseded leader can never commit again;
  * 2. exports every complete hour (ended at least `settleMs` ago) from the watermark on, one object
- *    `audit/YYYY/MM/DD/HH.parquet` per hour with rows, skipping empty stretches;
+ *    `audit/YYYY/MM/DD/YYYY-MM-DDTHH.parquet` (upstream's layout) per hour with rows, skipping empty stretches;
  * 3. exports late rows: rows whose hour is below the watermark but that have no `exported_at` (ingested
- *    after their hour was exported) go to `audit/YYYY/MM/DD/HH.late-<max ingested_at µs>.parquet`.
+ *    after their hour was exported) go to `audit/YYYY/MM/DD/YYYY-MM-DDTHH.late-<max ingested_at µs>.parquet`.
  *
  * One hour is one REPEATABLE READ transaction: the row count, the rows streamed to S3 (a cursor, one
  * row group per fetch, parts uploaded as they fill: never the whole hour in memory), `exported_at` on
@@ -324,11 +324,17 @@ export function createExporter(options: ExporterOptions): Exporter {
   };
 }
 
-/** `audit/YYYY/MM/DD/HH.parquet` of the UTC hour starting at `hourStart`; `suffix` for late-row files. */
+/**
+ * `audit/YYYY/MM/DD/YYYY-MM-DDTHH.parquet` of the UTC hour starting at `hourStart`: upstream's key layout,
+ * so tables and jobs defined over an upstream bucket read this project's objects too. `suffix` for
+ * late-row files (`...THH.late-<µs>.parquet`), which upstream does not write.
+ */
 export function objectKey(prefix: string, hourStart: Date, suffix?: string): string {
   const p = (n: number) => String(n).padStart(2, "0");
   const d = hourStart;
-  return `${prefix}${d.getUTCFullYear()}/${p(d.getUTCMonth() + 1)}/${p(d.getUTCDate())}/${p(d.getUTCHours())}${suffix ? `.${suffix}` : ""}.parquet`;
+  const day = `${d.getUTCFullYear()}/${p(d.getUTCMonth() + 1)}/${p(d.getUTCDate())}`;
+  const hour = `${d.getUTCFullYear()}-${p(d.getUTCMonth() + 1)}-${p(d.getUTCDate())}T${p(d.getUTCHours())}`;
+  return `${prefix}${day}/${hour}${suffix ? `.${suffix}` : ""}.parquet`;
 }
 
 function floorHour(ms: number): Date {

@@ -1,0 +1,195 @@
+import { enqueue } from "@caracal/outbox";
+import { DeadLetterWriter, Topics, signaturePolicy, streamKey } from "@caracal/streams-core";
+import { createMigratedDatabase, createTestRedis, hasPostgres, hasRedis } from "@caracal/testkit";
+import type { TestDatabase, TestRedis } from "@caracal/testkit";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+
+import { generateKeyHex } from "./commands/keys.js";
+import { ExitCode } from "./exit-codes.js";
+import type { Io } from "./output.js";
+import { runCli } from "./program.js";
+
+const KEY = "ab".repeat(32);
+const REVOKE_DLQ = Topics.sessionsRevoke.deadLetterStream as string;
+const KEYS_DLQ = Topics.keysInvalidate.deadLetterStream as string;
+
+interface Captured extends Io {
+  stdout: string[];
+  stderr: string[];
+  answer: boolean;
+}
+
+function captureIo(options: { tty?: boolean; answer?: boolean } = {}): Captured {
+  const io: Captured = {
+    stdout: [],
+    stderr: [],
+    answer: options.answer ?? false,
+    columns: 200,
+    isTTY: options.tty ?? false,
+    out: (t) => void io.stdout.push(t),
+    err: (t) => void io.stderr.push(t),
+    confirm: async () => io.answer,
+  };
+  return io;
+}
+
+describe.skipIf(!hasRedis() || !hasPostgres())("caracal-streams CLI against real Redis and PostgreSQL", () => {
+  let redis: TestRedis;
+  let db: TestDatabase;
+  let env: Record<string, string>;
+  const run = async (argv: string[], io = captureIo()) => ({ code: await runCli(argv, env, io, new AbortController().signal), io });
+
+  beforeEach(async () => {
+    redis = await createTestRedis("cli");
+    db = await createMigratedDatabase();
+    db.pool.on("error", () => undefined);
+    env = { REDIS_URL: redis.url, DATABASE_URL: db.url, CARACAL_KEY_PREFIX: redis.keyPrefix, CARACAL_MODE: "stable", STREAMS_HMAC_KEY: KEY };
+  });
+  afterEach(async () => {
+    await redis.close();
+    await db.drop();
+  });
+
+  it("streams: lag, pending, oldest pending and consumers as Redis reports them", async () => {
+    const key = streamKey(Topics.sessionsRevoke.stream, redis.keyPrefix);
+    await redis.client.xgroup("CREATE", key, "resource-revocation", "0", "MKSTREAM");
+    for (let i = 0; i < 5; i++) await redis.client.xadd(key, "*", "zone_id", "z", "reason", "r", "session_id", `s${i}`);
+    await redis.client.xreadgroup("GROUP", "resource-revocation", "replica-a", "COUNT", 2, "STREAMS", key, ">");
+    const { code, io } = await run(["streams", "--json"]);
+    expect(code).toBe(ExitCode.ok);
+    const status = JSON.parse(io.stdout.join("\n")) as Array<{ stream: string; length: number; groups: Array<{ group: string; lag: number; pending: number; oldestPendingAgeSeconds: number; consumers: Array<{ name: string; pending: number }> }> }>;
+    const revoke = status.find((s) => s.stream === Topics.sessionsRevoke.stream)!;
+    expect(revoke.length).toBe(5);
+    expect(revoke.groups).toHaveLength(1);
+    expect(revoke.groups[0]).toMatchObject({ group: "resource-revocation", lag: 3, pending: 2 });
+    expect(revoke.groups[0]!.oldestPendingAgeSeconds).toBeGreaterThanOrEqual(0);
+    expect(revoke.groups[0]!.consumers).toEqual([expect.objectContaining({ name: "replica-a", pending: 2 })]);
+    // the table form names the same figures
+    const table = await run(["streams"]);
+    expect(table.io.stdout.join("\n")).toMatch(/caracal\.sessions\.revoke.*resource-revocation.*3.*2/);
+  });
+
+  it("dlq list, show, replay (re-signed, traced, once) and purge (confirmation)", async () => {
+    const signing = signaturePolicy({ mode: "stable", keyHex: KEY });
+    const writer = new DeadLetterWriter({ redis: redis.client, signing, keyPrefix: redis.keyPrefix });
+    const original = { zone_id: "z1", reason: "grant_revoked", session_id: "sess-1", _sig: "deadbeef" };
+    const errors = await writer.write(REVOKE_DLQ, [
+      { reason: "signature_invalid", srcStream: Topics.sessionsRevoke.stream, srcId: "1-1", group: "g", consumer: "c", deliveries: 1, error: "_sig does not match", fields: original },
+      { reason: "schema_invalid", srcStream: Topics.sessionsRevoke.stream, srcId: "1-2", group: "g", consumer: "c", deliveries: 1, error: "no anchor", fields: { zone_id: "z1", reason: "x" } },
+    ]);
+    expect(errors.every((e) => e === undefined)).toBe(true);
+
+    const list = await run(["dlq", "list", Topics.sessionsRevoke.stream, "--json"]);
+    expect(list.code).toBe(0);
+    const letters = (JSON.parse(list.io.stdout.join("\n")) as { letters: Array<{ id: string; reason: string; original: Record<string, string> }> }).letters;
+    expect(letters.map((l) => l.reason)).toEqual(["signature_invalid", "schema_invalid"]);
+    expect(letters[0]!.original).toMatchObject({ zone_id: "z1", session_id: "sess-1" });
+    const filtered = await run(["dlq", "list", REVOKE_DLQ, "--reason", "schema_invalid", "--json"]);
+    expect((JSON.parse(filtered.io.stdout.join("\n")) as { letters: unknown[] }).letters).toHaveLength(1);
+
+    const show = await run(["dlq", "show", Topics.sessionsRevoke.stream, letters[0]!.id]);
+    expect(show.io.stdout.join("\n")).toContain("session_id = sess-1");
+    expect((await run(["dlq", "show", Topics.sessionsRevoke.stream, "9-9"])).code).toBe(ExitCode.problemFound);
+
+    const replay = await run(["dlq", "replay", Topics.sessionsRevoke.stream, "--id", letters[0]!.id, "--json"]);
+    expect(replay.code).toBe(0);
+    const key = streamKey(Topics.sessionsRevoke.stream, redis.keyPrefix);
+    const published = (await redis.client.xrange(key, "-", "+")) as Array<[string, string[]]>;
+    expect(published).toHaveLength(1);
+    const fields: Record<string, string> = {};
+    const list0 = published[0]![1];
+    for (let i = 0; i < list0.length; i += 2) fields[list0[i]!] = list0[i + 1]!;
+    expect(fields).toMatchObject({ zone_id: "z1", session_id: "sess-1", replayed_from: `${REVOKE_DLQ}/${letters[0]!.id}` });
+    // re-signed with this environment's key: the old, wrong _sig is gone and the new one verifies
+    expect(fields._sig).not.toBe("deadbeef");
+    expect(signing.signer!.verify(Topics.sessionsRevoke.stream, fields)).toBe("valid");
+
+    // idempotent: the same letter is not published twice
+    const again = await run(["dlq", "replay", Topics.sessionsRevoke.stream, "--id", letters[0]!.id]);
+    expect(again.io.stdout.join("\n")).toMatch(/skipped .*already replayed as/);
+    expect(await redis.client.xlen(key)).toBe(1);
+
+    // purge: refused without a terminal or --yes, cancelled on "no", done with --yes
+    const dead = streamKey(REVOKE_DLQ, redis.keyPrefix);
+    expect((await run(["dlq", "purge", Topics.sessionsRevoke.stream, "--all"])).code).toBe(ExitCode.usage);
+    expect((await run(["dlq", "purge", Topics.sessionsRevoke.stream, "--all"], captureIo({ tty: true, answer: false }))).code).toBe(ExitCode.cancelled);
+    expect(await redis.client.xlen(dead)).toBe(2);
+    expect((await run(["dlq", "purge", Topics.sessionsRevoke.stream, "--id", letters[1]!.id, "--yes"])).code).toBe(0);
+    expect(await redis.client.xlen(dead)).toBe(1);
+    expect((await run(["dlq", "purge", Topics.sessionsRevoke.stream, "--all"], captureIo({ tty: true, answer: true }))).code).toBe(0);
+    expect(await redis.client.xlen(dead)).toBe(0);
+  });
+
+  it("dlq replay is rate-limited", async () => {
+    const signing = signaturePolicy({ mode: "stable", keyHex: KEY });
+    const writer = new DeadLetterWriter({ redis: redis.client, signing, keyPrefix: redis.keyPrefix });
+    const letters = Array.from({ length: 6 }, (_, i) => ({
+      reason: "max_deliveries_exceeded" as const,
+      srcStream: Topics.keysInvalidate.stream,
+      srcId: `1-${i}`,
+      group: "g",
+      consumer: "c",
+      deliveries: 5,
+      error: "",
+      fields: { zone_id: `z${i}` },
+    }));
+    await writer.write(KEYS_DLQ, letters);
+    const started = Date.now();
+    const { code } = await run(["dlq", "replay", Topics.keysInvalidate.stream, "--rate", "10"]);
+    expect(code).toBe(0);
+    // 6 letters at 10/s: the last one is due 600 ms after the start
+    expect(Date.now() - started).toBeGreaterThanOrEqual(550);
+    expect(await redis.client.xlen(streamKey(Topics.keysInvalidate.stream, redis.keyPrefix))).toBe(6);
+  });
+
+  it("outbox status and requeue by id, stream and age", async () => {
+    const ids: string[] = [];
+    for (const zone of ["a", "b", "c"]) ids.push(await enqueue(db.pool, "keysInvalidate", { zone_id: zone }));
+    await enqueue(db.pool, "sessionsRevoke", { zone_id: "z", reason: "r", session_id: "s" });
+    await db.pool.query("UPDATE event_outbox SET failed_at = now() - interval '2 hours', attempts = 100, last_error = 'redis down' WHERE id = ANY($1)", [ids.slice(0, 2)]);
+    await db.pool.query("UPDATE event_outbox SET failed_at = now(), attempts = 100, last_error = 'still down' WHERE id = $1", [ids[2]]);
+
+    const status = await run(["outbox", "status", "--json"]);
+    const rows = JSON.parse(status.io.stdout.join("\n")) as Array<{ stream: string; pending: number; failed: number; lastError: string }>;
+    expect(rows.find((r) => r.stream === Topics.keysInvalidate.stream)).toMatchObject({ pending: 0, failed: 3, lastError: "still down" });
+    expect(rows.find((r) => r.stream === Topics.sessionsRevoke.stream)).toMatchObject({ pending: 1, failed: 0 });
+
+    expect((await run(["outbox", "requeue"])).code).toBe(ExitCode.usage);
+    const byAge = await run(["outbox", "requeue", "--older-than", "1h", "--json"]);
+    expect(JSON.parse(byAge.io.stdout.join("\n"))).toEqual({ requeued: 2 });
+    const byId = await run(["outbox", "requeue", "--id", ids[2]!]);
+    expect(byId.io.stdout.join("\n")).toContain("1 failed row(s) requeued");
+    const { rows: left } = await db.pool.query("SELECT count(*)::int AS n FROM event_outbox WHERE failed_at IS NOT NULL");
+    expect(left[0].n).toBe(0);
+  });
+
+  it("audit search and verify on an empty zone; usage and configuration errors have their exit codes", async () => {
+    const search = await run(["audit", "search", "--zone", "nobody", "--json"]);
+    expect(search.code).toBe(0);
+    expect(JSON.parse(search.io.stdout.join("\n"))).toEqual({ events: [], nextCursor: null });
+    const verify = await run(["audit", "verify", "--zone", "nobody"]);
+    expect(verify.code).toBe(0);
+    expect(verify.io.stdout.join("\n")).toContain("no rows");
+    expect((await run(["audit", "search"])).code).toBe(ExitCode.usage);
+    expect((await run(["audit", "search", "--zone", "z", "--from", "yesterday"])).code).toBe(ExitCode.usage);
+    env.STREAMS_HMAC_KEY = "abc";
+    const bad = await run(["dlq", "replay", Topics.keysInvalidate.stream]);
+    expect(bad.code).toBe(ExitCode.config);
+    expect(bad.io.stderr.join("\n")).not.toContain("abc");
+  });
+
+  it("reports an unreachable Redis with exit 4", async () => {
+    env.REDIS_URL = "redis://127.0.0.1:1";
+    const { code, io } = await run(["streams"]);
+    expect(code).toBe(ExitCode.unavailable);
+    expect(io.stderr.join("\n")).toMatch(/unavailable/);
+  }, 60_000);
+});
+
+describe("keys generate", () => {
+  it("prints a key the services accept, of the asked length", () => {
+    expect(generateKeyHex(32)).toMatch(/^[0-9a-f]{64}$/);
+    expect(generateKeyHex(48)).toHaveLength(96);
+    expect(() => generateKeyHex(16)).toThrow(/--bytes/);
+  });
+});
