@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Local demo without Docker: Node 20+ and a local Redis and PostgreSQL (started by ensure-services.sh if
+# Local demo without Docker: Node (22 or 24; Node 24 is installed from npm when older) and a local Redis and PostgreSQL (started by ensure-services.sh if
 # they do not answer). Installs, builds, migrates, then runs the outbox dispatcher, the audit ingestor and
 # the traffic generator as background processes, prints their URLs and a live summary every 5 s, and
 # stops them all on Ctrl-C.
@@ -27,8 +27,9 @@ TRAFFIC_PORT="${TRAFFIC_PORT:-9092}"
 say() { printf '\n==> %s\n' "$*"; }
 
 if ! [[ "$DEMO_SECONDS" =~ ^[0-9]+$ ]]; then echo "DEMO_SECONDS must be a whole number of seconds" >&2; exit 2; fi
-node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
-if [ "$node_major" -lt 20 ]; then echo "Node 20 or newer is required (found: $(node --version 2>/dev/null || echo none))" >&2; exit 2; fi
+# Node 22 or 24 (installs Node 24 from the npm registry when the machine's is older).
+# shellcheck source=use-node.sh
+source scripts/use-node.sh
 
 if ! command -v pnpm >/dev/null 2>&1 || ! pnpm --version 2>/dev/null | grep -q '^10\.'; then
   say "installing pnpm 10"
@@ -95,7 +96,7 @@ trap 'stop_all; exit 143' TERM
 start_app() { # name port [VAR=value ...]
   local name="$1" port="$2"
   shift 2
-  env PORT="$port" HOSTNAME="$name-demo" "$@" node "apps/$name/dist/main.js" >"$DEMO_DIR/$name.log" 2>&1 &
+  env PORT="$port" HOSTNAME="$name-demo" "$@" node --no-allocation-site-pretenuring "apps/$name/dist/main.js" >"$DEMO_DIR/$name.log" 2>&1 &
   pids+=("$!")
   names+=("$name")
 }

@@ -3,8 +3,6 @@
  * Seed start-up sequence: parse configuration (warn without AUDIT_HMAC_KEY in dev, refuse in rc/stable),
  * connect, start the consumer, writer, sweeper, exporter, retention, replay; then listen on PORT.
  */
-// first: V8 settings of every service process (see the module)
-import "@caracal/service-kit/runtime";
 import { Topics } from "@caracal/streams-core";
 import { createLogger, loadConfigOrExit, runUntilSignal, startOpsServer } from "@caracal/service-kit";
 

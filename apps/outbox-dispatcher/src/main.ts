@@ -2,8 +2,6 @@
  * Composition root of the outbox dispatcher: load config once, build dependencies, run until SIGTERM or
  * SIGINT, stop cleanly (finish and mark the in-flight batch, close connections).
  */
-// first: V8 settings of every service process (see the module)
-import "@caracal/service-kit/runtime";
 import { randomBytes } from "node:crypto";
 
 import { createPool } from "@caracal/db";

@@ -3,15 +3,16 @@
  * write the outcomes of the previous batch + claim the next, one statement, one transaction) and one
  * pipelined XADD to Redis.
  *
- * The claim and the outcome writes live in the plpgsql function `outbox_exchange` (migration
- * `0004_outbox_exchange`, packages/db): its statements are planned once per connection instead of at every
- * batch, and the outcomes travel as array parameters of a prepared statement, not as SQL text.
+ * The claim and the outcome writes live in the plpgsql function `outbox_exchange`, whose one source is
+ * packages/db/sql/outbox_exchange.sql (migrations copy it): its statements are planned once per connection
+ * instead of at every batch, and the outcomes travel as array parameters of a prepared statement, not as
+ * SQL text.
  */
 import pg from "pg";
 
 /**
  * Serializes claims across replicas; `outbox_exchange` takes `pg_advisory_xact_lock` on this value (a
- * literal in the migration: change both or neither).
+ * literal in packages/db/sql/outbox_exchange.sql: change both or neither).
  */
 export const CLAIM_LOCK_KEY = 7358120051;
 

@@ -3,8 +3,6 @@
  * Loads the config once, builds Redis, PostgreSQL and the audit publisher, produces traffic until
  * SIGTERM/SIGINT (or TRAFFIC_DURATION_MS), then flushes or spills every buffered audit event.
  */
-// first: V8 settings of every service process (see the module)
-import "@caracal/service-kit/runtime";
 import { createLogger, loadConfigOrExit, runUntilSignal, startOpsServer } from "@caracal/service-kit";
 import {
   AuditPublisher,

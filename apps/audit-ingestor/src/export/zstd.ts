@@ -1,7 +1,9 @@
 /**
- * ZSTD for hyparquet-writer, which takes a synchronous `(bytes) => bytes` compressor. Node 20 has no zstd
- * in zlib (it arrives in 22.15), so this is libzstd compiled to WebAssembly (@bokuweb/zstd-wasm): no
- * native build, no download at install. The module must be initialised once (it loads its .wasm).
+ * ZSTD for hyparquet-writer, which takes a synchronous `(bytes) => bytes` compressor: libzstd compiled to
+ * WebAssembly (@bokuweb/zstd-wasm), no native build, no download at install. Node's own
+ * `zlib.zstdCompressSync` compresses the same column chunks at the same speed and ratio but is
+ * experimental and missing before Node 22.15, so the WebAssembly build stays (docs/decisions.md). The
+ * module must be initialised once (it loads its .wasm).
  */
 import { compress, init } from "@bokuweb/zstd-wasm";
 

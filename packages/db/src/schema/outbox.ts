@@ -23,7 +23,7 @@ export const eventOutboxSeq = pgSequence("event_outbox_seq");
  * row is claimable only once its `tx_id` is below the guard bound (the least running transaction of this
  * database): its inserting transaction and every older one have finished, so no row with a smaller key
  * can still appear (Watermill issue 311). The claim is the plpgsql function `outbox_exchange`
- * (migration 0004). See docs/outbox.md.
+ * (packages/db/sql/outbox_exchange.sql). See docs/outbox.md.
  *
  * Migration 0004 also sets `fillfactor = 50` (drizzle cannot declare it): with no index on
  * `locked_until`/`locked_by`, the lease update is HOT when the page has room for the new version. Do not

@@ -11,8 +11,8 @@ import { ratioMetric, reportBench } from "@caracal/testkit/bench-report";
 
 import canonicalize from "canonicalize";
 
-import { verifyEntries } from "../ingest/verify.js";
-import { canonicalJson, chainLink, contentSha256 } from "../ledger/content.js";
+import { verifyEntries } from "../src/ingest/verify.js";
+import { canonicalJson, chainLink, contentSha256 } from "../src/ledger/content.js";
 
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 2000);
 const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 20));

@@ -12,7 +12,6 @@
  * CARACAL_OUTBOX_BATCH), BENCH_LATENCY_SECONDS (default 5 per variant), BENCH_RATE (default 1000 rows/s).
  */
 // first, as in the service's main module: the V8 settings of every service process
-import "@caracal/service-kit/runtime";
 import { randomBytes } from "node:crypto";
 
 import { createPool, migrateDatabase, queryResult } from "@caracal/db";
@@ -25,11 +24,11 @@ import { coreBoundMetrics, cpuMeter, createScratchDatabase, deletePrefix, plainM
 import { Redis } from "ioredis";
 import { pino } from "pino";
 
-import { OutboxDispatcher } from "../dispatcher.js";
-import { NotifyListener } from "../listener.js";
-import { createMetrics } from "../metrics.js";
-import type { ClaimedRow, ExchangeRow, RowOutcome } from "../sql.js";
-import { EXCHANGE_SQL, EXCHANGE_TYPES, exchangeParams } from "../sql.js";
+import { OutboxDispatcher } from "../src/dispatcher.js";
+import { NotifyListener } from "../src/listener.js";
+import { createMetrics } from "../src/metrics.js";
+import type { ClaimedRow, ExchangeRow, RowOutcome } from "../src/sql.js";
+import { EXCHANGE_SQL, EXCHANGE_TYPES, exchangeParams } from "../src/sql.js";
 import { insertPending, untilDispatched } from "./support.js";
 
 type Metric = BenchMetric;

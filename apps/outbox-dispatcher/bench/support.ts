@@ -2,7 +2,7 @@
 import type { Fields } from "@caracal/streams-core";
 import type pg from "pg";
 
-import type { DispatcherMetrics } from "../metrics.js";
+import type { DispatcherMetrics } from "../src/metrics.js";
 
 /** Inserts pending `event_outbox` rows, one per id, all on `stream`, in one statement. */
 export async function insertPending(pool: pg.Pool, stream: string, ids: readonly string[], payloads: readonly Fields[]): Promise<void> {

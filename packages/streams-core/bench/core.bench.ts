@@ -14,14 +14,14 @@ import { Redis as Redis6 } from "ioredis6";
 import type { BenchMetric } from "@caracal/testkit/bench-report";
 import { deletePrefix, rate, ratioMetric, reportBench, revocationFields } from "@caracal/testkit/bench-report";
 
-import type { Fields } from "../codec.js";
-import { fieldsToArgs } from "../codec.js";
-import { StreamConsumer } from "../consumer/stream-consumer.js";
-import { StreamPublisher } from "../publisher.js";
-import { Topics, streamKey } from "../registry.js";
-import { EncodedCommand, RespWriter, encodeXadd } from "../resp.js";
-import { StreamSigner } from "../signing.js";
-import type { SignaturePolicy } from "../signing.js";
+import type { Fields } from "../src/codec.js";
+import { fieldsToArgs } from "../src/codec.js";
+import { StreamConsumer } from "../src/consumer/stream-consumer.js";
+import { StreamPublisher } from "../src/publisher.js";
+import { Topics, streamKey } from "../src/registry.js";
+import { EncodedCommand, RespWriter, encodeXadd } from "../src/resp.js";
+import { StreamSigner } from "../src/signing.js";
+import type { SignaturePolicy } from "../src/signing.js";
 
 type Metric = BenchMetric;
 

@@ -12,7 +12,6 @@
  * BENCH_CHILD_NODE_ARGS (node flags of the draining process, e.g. --cpu-prof), BENCH_KEEP_DATABASE=1.
  */
 // first, as in the service's main module: the V8 settings of every service process
-import "@caracal/service-kit/runtime";
 import { spawn } from "node:child_process";
 import { createReadStream, createWriteStream, rmSync } from "node:fs";
 import { randomBytes, randomUUID } from "node:crypto";
@@ -31,9 +30,9 @@ import pg from "pg";
 import { from as copyFrom, to as copyTo } from "pg-copy-streams";
 import { pino } from "pino";
 
-import { startAuditIngestor } from "../app.js";
-import { loadConfig } from "../config.js";
-import { makeEvent } from "../test-support/events.js";
+import { startAuditIngestor } from "../src/app.js";
+import { loadConfig } from "../src/config.js";
+import { makeEvent } from "../src/test-support/events.js";
 
 type Metric = BenchMetric;
 
@@ -283,7 +282,8 @@ function runChild(args: string[]): Promise<{ maxRssBytes: number; seconds: numbe
   return new Promise((resolvePromise, reject) => {
     // BENCH_CHILD_NODE_ARGS, e.g. "--cpu-prof", profiles the draining process
     const nodeArgs = (process.env.BENCH_CHILD_NODE_ARGS ?? "").split(" ").filter((a) => a.length > 0);
-    const child = spawn(process.execPath, [...nodeArgs, ...args], {
+    // process.execArgv carries the TypeScript loader this bench runs under (tsx) to the child.
+    const child = spawn(process.execPath, [...process.execArgv, ...nodeArgs, ...args], {
       stdio: ["ignore", "pipe", "inherit"],
       env: { ...process.env, BENCH_AUDIT_KEY_HEX: AUDIT_KEY_HEX, BENCH_STREAMS_KEY_HEX: STREAMS_KEY_HEX },
     });

@@ -18,13 +18,13 @@ import type { BenchMetric } from "@caracal/testkit/bench-report";
 import { deletePrefix, reportBench } from "@caracal/testkit/bench-report";
 import { Redis } from "ioredis";
 
-import { StreamPublisher } from "../publisher.js";
-import { Topics, streamKey } from "../registry.js";
-import type { AuditEvent } from "../schemas.js";
-import { StreamSigner } from "../signing.js";
-import type { SignaturePolicy } from "../signing.js";
-import { encodeAuditFrame } from "./frame.js";
-import { AuditPublisher } from "./publisher.js";
+import { StreamPublisher } from "../src/publisher.js";
+import { Topics, streamKey } from "../src/registry.js";
+import type { AuditEvent } from "../src/schemas.js";
+import { StreamSigner } from "../src/signing.js";
+import type { SignaturePolicy } from "../src/signing.js";
+import { encodeAuditFrame } from "../src/audit/frame.js";
+import { AuditPublisher } from "../src/audit/publisher.js";
 
 type Metric = BenchMetric;
 

@@ -11,8 +11,8 @@
  * - pg: a query returning 32 rows of about 300 bytes (the claim's shape), through node-postgres's promise
  *   form (baseline) or `queryResult` from @caracal/db;
  * - drain: the outbox dispatcher draining BENCH_ROWS (default 20000) rows, with V8's defaults (baseline)
- *   or with the service runtime settings (`@caracal/service-kit/runtime`, imported first as each
- *   service's main module does).
+ *   or with the V8 flags every service process is started with (`SERVICE_NODE_FLAGS`: the images' and
+ *   scripts' `node` command line).
  *
  * Environment: DATABASE_URL (admin URL; the drain creates and drops a scratch database), REDIS_URL,
  * BENCH_ROUNDS (default 3), BENCH_ROWS (default 20000).
@@ -29,9 +29,12 @@ import { Pipeline, Redis } from "ioredis";
 import pg from "pg";
 import { pino } from "pino";
 
-import { OutboxDispatcher } from "../dispatcher.js";
-import { createMetrics } from "../metrics.js";
+import { OutboxDispatcher } from "../src/dispatcher.js";
+import { createMetrics } from "../src/metrics.js";
 import { insertPending, untilDispatched } from "./support.js";
+
+/** The V8 flags of every service process, as infra/Dockerfile and scripts/*.sh pass them to `node`. */
+const SERVICE_NODE_FLAGS = ["--no-allocation-site-pretenuring"] as const;
 
 const DATABASE_URL = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
@@ -167,8 +170,9 @@ interface RunFigures {
 }
 
 function runChild(variant: string): RunFigures {
-  const runtime = variant === "drain-runtime" ? ["--import", import.meta.resolve("@caracal/service-kit/runtime")] : [];
-  const out = spawnSync(process.execPath, [...runtime, "--trace-gc-nvp", fileURLToPath(import.meta.url), "--child", variant], {
+  // process.execArgv carries the TypeScript loader this bench runs under (tsx) to the child.
+  const runtime = variant === "drain-runtime" ? [...SERVICE_NODE_FLAGS] : [];
+  const out = spawnSync(process.execPath, [...process.execArgv, ...runtime, "--trace-gc-nvp", fileURLToPath(import.meta.url), "--child", variant], {
     encoding: "utf8",
     maxBuffer: 512 * 1024 * 1024,
   });

@@ -1,14 +1,14 @@
 /* global process, console, setInterval, clearInterval, performance, AbortController */
 // Ad-hoc throughput check of the BUILT exporter (not a test, not CI): N rows in one hour of a database
 // DATABASE_URL (already filled; see docs/audit-ledger.md), exported to an in-process s3rver; prints rows/s,
-// bytes and peak RSS. Usage: DATABASE_URL=... node src/export/test-support/export-throughput.mjs
+// bytes and peak RSS. Usage: DATABASE_URL=... node bench/export-throughput.mjs
 import { Redis } from "ioredis";
 import pg from "pg";
 import { pino } from "pino";
 import { Registry } from "prom-client";
 import { startS3 } from "@caracal/testkit";
 
-import { createExporter } from "../../../dist/export/exporter.js";
+import { createExporter } from "../dist/export/exporter.js";
 
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });
 const redis = new Redis(process.env.REDIS_URL ?? "redis://127.0.0.1:6379");
