@@ -130,8 +130,8 @@ describe("docker-compose.yml", () => {
 });
 
 describe("infra/Dockerfile", () => {
-  it("is multi-stage on node:24-slim with an APP build arg", () => {
-    expect(dockerfile).toMatch(/^ARG NODE_IMAGE=node:24-slim$/m);
+  it("is multi-stage on a pinned node:24.x-slim with an APP build arg", () => {
+    expect(dockerfile).toMatch(/^ARG NODE_IMAGE=node:24\.\d+(\.\d+)?-slim$/m);
     expect(dockerfile.match(/^FROM \$\{NODE_IMAGE\} AS \w+$/gm)).toHaveLength(2);
     expect(dockerfile).toMatch(/^ARG APP$/m);
   });
@@ -145,10 +145,10 @@ describe("infra/Dockerfile", () => {
     expect(pkg.packageManager).toMatch(/^pnpm@10\./);
   });
 
-  it("runs as a non-root user and starts dist/main.js", () => {
+  it("runs as a non-root user and starts dist/main.js with the services' V8 flag", () => {
     const runtime = dockerfile.slice(dockerfile.lastIndexOf("FROM "));
     expect(runtime).toMatch(/^USER node$/m);
-    expect(runtime).toContain('CMD ["node", "dist/main.js"]');
+    expect(runtime).toContain('CMD ["node", "--no-allocation-site-pretenuring", "dist/main.js"]');
     expect(runtime).toContain("COPY --from=build --chown=node:node /out ./");
   });
 
