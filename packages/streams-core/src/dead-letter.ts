@@ -1,8 +1,10 @@
 /**
  * The one dead-letter format (WIRE §4), shared by the consumer engine and any app that dead-letters by
- * itself (e.g. `tamper_on_replay`). Fields, exactly: `reason`, `src_stream`, `src_id`, `group`, `consumer`,
- * `deliveries`, `error`, `received_at` (RFC 3339), `src_<field>` for every field of the original entry
- * (its `_sig` included, as `src__sig`), and `_sig` over the logical dead-letter stream when a key is set.
+ * itself (e.g. `tamper_on_replay`). Fields, exactly: `reason`, `src_stream`, `src_id` (the original stream
+ * entry id), `group`, `consumer`, `deliveries`, `error`, `received_at` (RFC 3339), `src.<field>` for every
+ * field of the original entry (its `_sig` included, as `src._sig`), and `_sig`/`_sig2` over the logical
+ * dead-letter stream when a key is set. The dot keeps an original field (an audit frame's `id`, say) from
+ * ever overwriting the metadata: the first format, `src_<field>`, lost `src_id` to every frame's `id`.
  */
 import type { ChainableCommander } from "ioredis";
 
@@ -30,11 +32,15 @@ export interface DeadLetter {
   readonly receivedAt?: Date;
 }
 
+/** Prefix of the original entry's fields in a dead letter (WIRE §4). */
+export const ORIGINAL_PREFIX = "src.";
+
 /** Dead-letter error texts are capped so that one huge message cannot bloat the dead-letter stream. */
 const MAX_ERROR_CHARS = 2_000;
 
 /** Builds the unsigned dead-letter fields. */
 export function deadLetterFields(letter: DeadLetter): Fields {
+  // Every key is fixed metadata or `src.`-prefixed, so a plain object cannot meet `__proto__` here.
   const out: Fields = {
     reason: letter.reason,
     src_stream: letter.srcStream,
@@ -45,7 +51,7 @@ export function deadLetterFields(letter: DeadLetter): Fields {
     error: letter.error.length > MAX_ERROR_CHARS ? `${letter.error.slice(0, MAX_ERROR_CHARS)}…` : letter.error,
     received_at: (letter.receivedAt ?? new Date()).toISOString(),
   };
-  for (const key in letter.fields) out[`src_${key}`] = letter.fields[key] as string;
+  for (const key in letter.fields) out[`${ORIGINAL_PREFIX}${key}`] = letter.fields[key] as string;
   return out;
 }
 
