@@ -55,6 +55,22 @@ export function deadLetterFields(letter: DeadLetter): Fields {
   return out;
 }
 
+export interface DeadLetterStreamSample {
+  length: number;
+  /** Letters ever added (survives trimming). */
+  added: number;
+  /** Letters removed (trimmed, or deleted by hand) before any group of the stream read them. */
+  droppedUnread: number;
+  /** Age of the oldest letter still in the stream; 0 when empty. */
+  oldestAgeSeconds: number;
+}
+
+function pairs(reply: readonly unknown[]): Map<string, unknown> {
+  const out = new Map<string, unknown>();
+  for (let i = 0; i + 1 < reply.length; i += 2) out.set(String(reply[i]), reply[i + 1]);
+  return out;
+}
+
 export interface DeadLetterWriterOptions {
   redis: RedisClient;
   signing: SignaturePolicy;
@@ -111,6 +127,37 @@ export class DeadLetterWriter {
       const e = error instanceof Error ? error : new Error(String(error));
       return letters.map(() => e);
     }
+  }
+
+  /**
+   * Length, letters added in all (XINFO STREAM `entries-added`), letters removed before any group read
+   * them, and the oldest letter's age. Without a group, every removed letter was unread. A missing
+   * stream samples as empty; a key of another type throws (the caller's loop records it).
+   */
+  async sample(deadLetterStream: string): Promise<DeadLetterStreamSample> {
+    const key = streamKey(deadLetterStream, this.keyPrefix);
+    let info: Map<string, unknown>;
+    try {
+      info = pairs((await this.options.redis.xinfo("STREAM", key)) as unknown[]);
+    } catch (error) {
+      if (/no such key/i.test(error instanceof Error ? error.message : String(error))) return { length: 0, added: 0, droppedUnread: 0, oldestAgeSeconds: 0 };
+      throw error;
+    }
+    const length = Number(info.get("length") ?? 0);
+    const added = Number(info.get("entries-added") ?? length);
+    let read = 0;
+    if (Number(info.get("groups") ?? 0) > 0) {
+      const groups = (await this.options.redis.xinfo("GROUPS", key)) as unknown[][];
+      for (const g of groups) read = Math.max(read, Number(pairs(g).get("entries-read") ?? 0));
+    }
+    const first = info.get("first-entry") as [string, unknown] | null | undefined;
+    const firstMs = first ? Number(String(first[0]).split("-")[0]) : Number.NaN;
+    return {
+      length,
+      added,
+      droppedUnread: Math.max(0, added - length - read),
+      oldestAgeSeconds: Number.isFinite(firstMs) ? Math.max(0, (Date.now() - firstMs) / 1000) : 0,
+    };
   }
 
   /** True when the connection is a Redis Cluster (pipelines must then stay within one key). */
