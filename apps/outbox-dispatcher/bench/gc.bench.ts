@@ -91,7 +91,7 @@ async function redisChild(viaPipeline: boolean): Promise<void> {
   const batch = () =>
     Array.from({ length: BATCH }, (_, i) => {
       const fields = { outbox_id: `id-${i}`, zone_id: randomUUID(), reason: "session_revoked_by_admin", session_id: randomUUID(), grant_id: randomUUID() };
-      return new EncodedCommand("xadd", key, encodeXadd(writer, key, 10_000, fields, "_sig", { field: "_sig", value: "0".repeat(64) }));
+      return new EncodedCommand("xadd", key, encodeXadd(writer, key, 10_000, fields, [{ field: "_sig", value: "0".repeat(64) }]));
     });
   const send = async (commands: EncodedCommand[]) => {
     if (viaPipeline) {

@@ -92,7 +92,16 @@ export function caracalModeOf(env: Env): CaracalMode {
 
 /** The `_sig` policy from STREAMS_HMAC_KEY and STREAMS_HMAC_KEYS_PREVIOUS; throws ConfigError (WIRE §3). */
 export function streamSigningFromEnv(env: Env, mode: CaracalMode): SignaturePolicy {
-  return signaturePolicy({ mode, keyHex: env.STREAMS_HMAC_KEY, previousKeysHex: env.STREAMS_HMAC_KEYS_PREVIOUS });
+  const required = env.STREAMS_SIG2_REQUIRED;
+  if (required !== undefined && required !== "" && !["1", "0", "true", "false", "yes", "no"].includes(required)) {
+    throw new ConfigError(["STREAMS_SIG2_REQUIRED: must be true or false"]);
+  }
+  return signaturePolicy({
+    mode,
+    keyHex: env.STREAMS_HMAC_KEY,
+    previousKeysHex: env.STREAMS_HMAC_KEYS_PREVIOUS,
+    requireSig2: required === "1" || required === "true" || required === "yes",
+  });
 }
 
 /**
@@ -100,6 +109,7 @@ export function streamSigningFromEnv(env: Env, mode: CaracalMode): SignaturePoli
  * `PORT` (ops HTTP: /healthz, /readyz, /metrics), `DATABASE_URL`, `REDIS_URL` (redis://host:port[/db],
  * rediss://, redis-cluster://h:p,h:p), `CARACAL_MODE` (dev, rc, stable; default stable),
  * `STREAMS_HMAC_KEY` / `STREAMS_HMAC_KEYS_PREVIOUS` (the `_sig` keys; checked by `streamSigningFromEnv`),
+ * `STREAMS_SIG2_REQUIRED` (reject entries without `_sig2`; default false),
  * `CARACAL_KEY_PREFIX` (prefix of every Redis key, for tests and tenants; not signed; default ""),
  * `CARACAL_SHUTDOWN_GRACE_MS` (graceful stop bound after SIGTERM; default 10,000).
  */

@@ -17,7 +17,7 @@ const letter = {
 } as const;
 
 describe("dead-letter format", () => {
-  it("has exactly the WIRE §4 fields plus src_<field> for every original field", () => {
+  it("has exactly the WIRE §4 fields plus src.<field> for every original field", () => {
     expect(deadLetterFields(letter)).toEqual({
       reason: "schema_invalid",
       src_stream: "caracal.sessions.revoke",
@@ -27,9 +27,9 @@ describe("dead-letter format", () => {
       deliveries: "2",
       error: "zone_id: required",
       received_at: "2026-11-23T09:00:00.123Z",
-      src_zone_id: "",
-      src_reason: "x\ny",
-      src__sig: "abc",
+      "src.zone_id": "",
+      "src.reason": "x\ny",
+      "src._sig": "abc",
     });
   });
 
@@ -45,5 +45,14 @@ describe("dead-letter format", () => {
     expect(signer.verify("caracal.sessions.revoke.dead", signed)).toBe("valid");
     const unsigned = new DeadLetterWriter({ redis, signing: { mode: "dev", signer: undefined } }).prepare("caracal.sessions.revoke.dead", letter);
     expect(unsigned._sig).toBeUndefined();
+  });
+
+  it("keeps the entry id in src_id and the original's own id and src_id fields under src. (WIRE §4)", () => {
+    const f = deadLetterFields({ ...letter, srcId: "1700000000000-7", fields: { id: "frame-id", src_id: "chosen-by-producer", stream: "s", data: "{}" } });
+    expect(f.src_id).toBe("1700000000000-7");
+    expect(f.src_stream).toBe("caracal.sessions.revoke");
+    expect(f["src.id"]).toBe("frame-id");
+    expect(f["src.src_id"]).toBe("chosen-by-producer");
+    expect(f["src.stream"]).toBe("s");
   });
 });

@@ -1,8 +1,10 @@
 /**
  * The one dead-letter format (WIRE §4), shared by the consumer engine and any app that dead-letters by
- * itself (e.g. `tamper_on_replay`). Fields, exactly: `reason`, `src_stream`, `src_id`, `group`, `consumer`,
- * `deliveries`, `error`, `received_at` (RFC 3339), `src_<field>` for every field of the original entry
- * (its `_sig` included, as `src__sig`), and `_sig` over the logical dead-letter stream when a key is set.
+ * itself (e.g. `tamper_on_replay`). Fields, exactly: `reason`, `src_stream`, `src_id` (the original stream
+ * entry id), `group`, `consumer`, `deliveries`, `error`, `received_at` (RFC 3339), `src.<field>` for every
+ * field of the original entry (its `_sig` included, as `src._sig`), and `_sig`/`_sig2` over the logical
+ * dead-letter stream when a key is set. The dot keeps an original field (an audit frame's `id`, say) from
+ * ever overwriting the metadata: the first format, `src_<field>`, lost `src_id` to every frame's `id`.
  */
 import type { ChainableCommander } from "ioredis";
 
@@ -30,11 +32,15 @@ export interface DeadLetter {
   readonly receivedAt?: Date;
 }
 
+/** Prefix of the original entry's fields in a dead letter (WIRE §4). */
+export const ORIGINAL_PREFIX = "src.";
+
 /** Dead-letter error texts are capped so that one huge message cannot bloat the dead-letter stream. */
 const MAX_ERROR_CHARS = 2_000;
 
 /** Builds the unsigned dead-letter fields. */
 export function deadLetterFields(letter: DeadLetter): Fields {
+  // Every key is fixed metadata or `src.`-prefixed, so a plain object cannot meet `__proto__` here.
   const out: Fields = {
     reason: letter.reason,
     src_stream: letter.srcStream,
@@ -45,7 +51,23 @@ export function deadLetterFields(letter: DeadLetter): Fields {
     error: letter.error.length > MAX_ERROR_CHARS ? `${letter.error.slice(0, MAX_ERROR_CHARS)}…` : letter.error,
     received_at: (letter.receivedAt ?? new Date()).toISOString(),
   };
-  for (const key in letter.fields) out[`src_${key}`] = letter.fields[key] as string;
+  for (const key in letter.fields) out[`${ORIGINAL_PREFIX}${key}`] = letter.fields[key] as string;
+  return out;
+}
+
+export interface DeadLetterStreamSample {
+  length: number;
+  /** Letters ever added (survives trimming). */
+  added: number;
+  /** Letters removed (trimmed, or deleted by hand) before any group of the stream read them. */
+  droppedUnread: number;
+  /** Age of the oldest letter still in the stream; 0 when empty. */
+  oldestAgeSeconds: number;
+}
+
+function pairs(reply: readonly unknown[]): Map<string, unknown> {
+  const out = new Map<string, unknown>();
+  for (let i = 0; i + 1 < reply.length; i += 2) out.set(String(reply[i]), reply[i + 1]);
   return out;
 }
 
@@ -105,6 +127,37 @@ export class DeadLetterWriter {
       const e = error instanceof Error ? error : new Error(String(error));
       return letters.map(() => e);
     }
+  }
+
+  /**
+   * Length, letters added in all (XINFO STREAM `entries-added`), letters removed before any group read
+   * them, and the oldest letter's age. Without a group, every removed letter was unread. A missing
+   * stream samples as empty; a key of another type throws (the caller's loop records it).
+   */
+  async sample(deadLetterStream: string): Promise<DeadLetterStreamSample> {
+    const key = streamKey(deadLetterStream, this.keyPrefix);
+    let info: Map<string, unknown>;
+    try {
+      info = pairs((await this.options.redis.xinfo("STREAM", key)) as unknown[]);
+    } catch (error) {
+      if (/no such key/i.test(error instanceof Error ? error.message : String(error))) return { length: 0, added: 0, droppedUnread: 0, oldestAgeSeconds: 0 };
+      throw error;
+    }
+    const length = Number(info.get("length") ?? 0);
+    const added = Number(info.get("entries-added") ?? length);
+    let read = 0;
+    if (Number(info.get("groups") ?? 0) > 0) {
+      const groups = (await this.options.redis.xinfo("GROUPS", key)) as unknown[][];
+      for (const g of groups) read = Math.max(read, Number(pairs(g).get("entries-read") ?? 0));
+    }
+    const first = info.get("first-entry") as [string, unknown] | null | undefined;
+    const firstMs = first ? Number(String(first[0]).split("-")[0]) : Number.NaN;
+    return {
+      length,
+      added,
+      droppedUnread: Math.max(0, added - length - read),
+      oldestAgeSeconds: Number.isFinite(firstMs) ? Math.max(0, (Date.now() - firstMs) / 1000) : 0,
+    };
   }
 
   /** True when the connection is a Redis Cluster (pipelines must then stay within one key). */

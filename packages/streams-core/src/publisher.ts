@@ -4,7 +4,7 @@ import type { CommandResult, RedisClient } from "./redis.js";
 import { isCluster, sendCommands } from "./redis.js";
 import { EncodedCommand, RespWriter, encodeXadd } from "./resp.js";
 import type { SignaturePolicy } from "./signing.js";
-import { SIGNATURE_FIELD } from "./signing.js";
+import { SIGNATURE_FIELD, SIGNATURE_V2_FIELD } from "./signing.js";
 
 export interface PublishEntry {
   /** Logical stream key from the registry (signed as is; the key prefix is added when writing). */
@@ -78,8 +78,11 @@ export class StreamPublisher {
         const i = chunk[k] as number;
         const entry = entries[i] as PublishEntry;
         const key = streamKey(entry.stream, this.keyPrefix);
-        const signature = signer === undefined ? undefined : { field: SIGNATURE_FIELD, value: signer.sign(entry.stream, entry.fields) };
-        const encoded = encodeXadd(this.writer, key, this.maxLenFor(entry.stream), entry.fields, SIGNATURE_FIELD, signature);
+        const signed = signer?.signatures(entry.stream, entry.fields);
+        const encoded = encodeXadd(this.writer, key, this.maxLenFor(entry.stream), entry.fields, signed === undefined ? undefined : [
+          { field: SIGNATURE_V2_FIELD, value: signed.sig2 },
+          { field: SIGNATURE_FIELD, value: signed.sig },
+        ]);
         commands[k] = new EncodedCommand("xadd", key, encoded);
       }
       sent.push(

@@ -113,20 +113,19 @@ export class RespWriter {
 }
 
 /**
- * `XADD key MAXLEN ~ maxLen * field value ... [signatureField signature]`, with `fields` in their own
- * order minus `omitField` (a caller's stale signature), then the signature when given. Returns the
- * command as `RespWriter.take` does.
+ * `XADD key MAXLEN ~ maxLen * field value ... [_sig2 v _sig v]`, with `fields` in their own order minus any
+ * `_sig`/`_sig2` they carry (a caller's stale signatures), then the given signatures. Returns the command
+ * as `RespWriter.take` does.
  */
 export function encodeXadd(
   writer: RespWriter,
   key: string,
   maxLen: number,
   fields: Fields,
-  omitField: string,
-  signature: { field: string; value: string } | undefined,
+  signatures: ReadonlyArray<{ field: string; value: string }> | undefined,
 ): string | Buffer {
-  let pairs = signature === undefined ? 0 : 1;
-  for (const name in fields) if (name !== omitField && fields[name] != null) pairs++;
+  let pairs = signatures === undefined ? 0 : signatures.length;
+  for (const name in fields) if (!isSignatureField(name) && fields[name] != null) pairs++;
   writer.array(6 + 2 * pairs);
   writer.bulk("XADD");
   writer.bulk(key);
@@ -137,15 +136,22 @@ export function encodeXadd(
   for (const name in fields) {
     // Untyped callers: null/undefined is omitted (WIRE §2, and the signature skips it too), other values as text.
     const value: unknown = fields[name];
-    if (name === omitField || value == null) continue;
+    if (isSignatureField(name) || value == null) continue;
     writer.bulk(name);
     writer.bulk(typeof value === "string" ? value : String(value));
   }
-  if (signature !== undefined) {
-    writer.bulk(signature.field);
-    writer.bulk(signature.value);
+  if (signatures !== undefined) {
+    for (const s of signatures) {
+      writer.bulk(s.field);
+      writer.bulk(s.value);
+    }
   }
   return writer.take();
+}
+
+/** Signature fields a caller passes in are never sent: the publisher writes its own (or none, unsigned). */
+function isSignatureField(name: string): boolean {
+  return name === "_sig" || name === "_sig2";
 }
 
 function decimalDigits(n: number): number {

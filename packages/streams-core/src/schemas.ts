@@ -126,7 +126,7 @@ export const auditFrameSchema = z.looseObject({
 });
 export type AuditFrame = z.infer<typeof auditFrameSchema>;
 
-/** Dead-letter entries (WIRE §4): the fixed fields; `src_<field>` copies pass through. */
+/** Dead-letter entries (WIRE §4): the fixed fields; `src.<field>` copies pass through. */
 export const deadLetterSchema = z.looseObject({
   reason: required(),
   src_stream: required(),

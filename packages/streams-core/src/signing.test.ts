@@ -4,7 +4,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 
 import { ConfigError } from "./errors.js";
-import { StreamSigner, canonicalBytes, parseHmacKey, signaturePolicy } from "./signing.js";
+import { StreamSigner, canonicalBytes, canonicalTextV2, hexEqualsConstantTime, parseHmacKey, signaturePolicy } from "./signing.js";
 
 interface Vector {
   description: string;
@@ -166,8 +166,81 @@ describe("hexEqualsConstantTime", () => {
     expect(hexEqualsConstantTime(sig, sig)).toBe(true);
     expect(hexEqualsConstantTime(`${sig.slice(0, 63)}c`, sig)).toBe(false);
     expect(hexEqualsConstantTime(`c${sig.slice(1)}`, sig)).toBe(false);
-    expect(hexEqualsConstantTime(sig.toUpperCase(), sig)).toBe(false);
+    // upper-case hex is the same signature (upstream accepts it)
+    expect(hexEqualsConstantTime(sig.toUpperCase(), sig)).toBe(true);
     expect(hexEqualsConstantTime(sig.slice(2), sig)).toBe(false);
     expect(hexEqualsConstantTime("", sig)).toBe(false);
+  });
+});
+
+describe("_sig2: the unambiguous second signature", () => {
+  const signer = StreamSigner.fromHex(KEY);
+  const strict = StreamSigner.fromHex(KEY, "", "STREAMS_HMAC_KEY", { requireV2: true });
+  const stream = "caracal.sessions.revoke";
+
+  it("signFields writes _sig2 and a _sig over the fields with _sig2 among them (upstream verifiers accept it)", () => {
+    const signed = signer.signFields(stream, { zone_id: "z", reason: "r", session_id: "s" });
+    expect(signed._sig2).toMatch(/^[0-9a-f]{64}$/);
+    // an upstream verifier: _sig over every field but _sig, _sig2 included
+    const { _sig: sig, ...rest } = signed;
+    expect(sig).toBe(signer.sign(stream, rest));
+    expect(signer.verify(stream, signed)).toBe("valid");
+    expect(strict.verify(stream, signed)).toBe("valid");
+  });
+
+  it("rejects an entry re-split into other fields under the same _sig once _sig2 is present or required", () => {
+    // `_sig` alone is ambiguous: one field whose value holds "\nkey=value" signs like two fields.
+    const original = { reason: "r\nsession_id=victim", zone_id: "z" };
+    const resplit = { reason: "r", session_id: "victim", zone_id: "z" };
+    expect(canonicalBytes(stream, original).equals(canonicalBytes(stream, resplit))).toBe(true);
+    const legacySig = signer.sign(stream, original);
+    expect(signer.verify(stream, { ...resplit, _sig: legacySig }), "_sig alone cannot tell them apart").toBe("valid");
+
+    const signed = signer.signFields(stream, original);
+    const forged = { ...resplit, _sig: signed._sig as string, _sig2: signed._sig2 as string };
+    expect(signer.verify(stream, forged)).toBe("invalid");
+    // stripping _sig2 is no downgrade where every producer sends it
+    expect(strict.verify(stream, { ...resplit, _sig: legacySig })).toBe("missing");
+  });
+
+  it("accepts an entry with _sig only unless _sig2 is required; rejects a wrong _sig2", () => {
+    const fields = { zone_id: "z", reason: "r", session_id: "s" };
+    const v1 = { ...fields, _sig: signer.sign(stream, fields) };
+    expect(signer.verify(stream, v1)).toBe("valid");
+    expect(strict.verify(stream, v1)).toBe("missing");
+    const signed = signer.signFields(stream, fields);
+    expect(signer.verify(stream, { ...signed, _sig2: "0".repeat(64) })).toBe("invalid");
+    expect(signer.verify(stream, { ...signed, session_id: "other" })).toBe("invalid");
+  });
+
+  it("length prefixes make field boundaries unambiguous", () => {
+    expect(canonicalTextV2(stream, { a: "1b", c: "2" })).not.toBe(canonicalTextV2(stream, { a: "1", b: "c2" }));
+    expect(canonicalTextV2("s", { k: "é" })).toBe("caracal-sig2\n1:s1:k2:é");
+  });
+
+  it("verifies with previous keys too (rotation)", () => {
+    const oldSigner = StreamSigner.fromHex("11".repeat(32));
+    const rotated = StreamSigner.fromHex(KEY, "11".repeat(32), "STREAMS_HMAC_KEY", { requireV2: true });
+    expect(rotated.verify(stream, oldSigner.signFields(stream, { zone_id: "z" }))).toBe("valid");
+  });
+});
+
+describe("upper-case hex signatures (upstream accepts them)", () => {
+  const signer = StreamSigner.fromHex(KEY);
+  it("accepts an upper-case _sig (as upstream producers may send it) and still rejects a wrong one", () => {
+    const fields = { a: "1" };
+    expect(signer.verify("s", { ...fields, _sig: signer.sign("s", fields).toUpperCase() })).toBe("valid");
+    const signed = signer.signFields("s", fields);
+    expect(signer.verify("s", { ...signed, _sig: (signed._sig as string).toUpperCase() })).toBe("valid");
+    const wrong = `${(signed._sig as string).slice(0, -1).toUpperCase()}${(signed._sig as string).endsWith("0") ? "1" : "0"}`;
+    expect(signer.verify("s", { ...signed, _sig: wrong })).toBe("invalid");
+  });
+  it("folds only A-F: other characters never match a hex digit", () => {
+    const expected = "a".repeat(64);
+    expect(hexEqualsConstantTime("A".repeat(64), expected)).toBe(true);
+    expect(hexEqualsConstantTime("!".repeat(64), expected)).toBe(false);
+    expect(hexEqualsConstantTime("a".repeat(63) + "G", "a".repeat(63) + "g")).toBe(false);
+    expect(hexEqualsConstantTime("0".repeat(64), "0".repeat(64))).toBe(true);
+    expect(hexEqualsConstantTime("\u0010".repeat(64), "0".repeat(64))).toBe(false);
   });
 });

@@ -56,7 +56,8 @@ describe.skipIf(!hasPostgres() || !hasRedis())("audit ingest (real Redis and Pos
     forged.sig = signAuditData(Buffer.alloc(32, 9), forged.data!);
     await publisher.publish(AUDIT_STREAM, forged);
     await xaddRaw(redis.client, redis.keyPrefix, { ...makeFrame(makeEvent({ zone_id: "z" })), _sig: "00".repeat(32) });
-    await publisher.publish(AUDIT_STREAM, { id: "garbled", data: "{not json", sig: signAuditData(TEST_AUDIT_KEY, "{not json") });
+    // a producer-chosen src_id field must not become the dead letter's src_id (WIRE §4)
+    const garbledEntryId = await publisher.publish(AUDIT_STREAM, { id: "garbled", src_id: "chosen-by-producer", data: "{not json", sig: signAuditData(TEST_AUDIT_KEY, "{not json") });
     const invalid = { ...makeEvent({ zone_id: "z" }), decision: "maybe" };
     await publisher.publish(AUDIT_STREAM, { id: invalid.id, data: JSON.stringify(invalid), sig: signAuditData(TEST_AUDIT_KEY, JSON.stringify(invalid)) });
     const { sig: _s, ...unsigned } = makeFrame(makeEvent({ zone_id: "z" }));
@@ -79,7 +80,12 @@ describe.skipIf(!hasPostgres() || !hasRedis())("audit ingest (real Redis and Pos
     const reasons = (await deadLetters(redis.client, redis.keyPrefix)).map((d) => d.reason).sort();
     expect(reasons).toEqual(["parse_error", "schema_invalid", "signature_invalid", "signature_invalid", "signature_missing"]);
     const letters = await deadLetters(redis.client, redis.keyPrefix);
+    const garbled = letters.find((l) => l.reason === "parse_error")!;
+    expect(garbled.src_id).toBe(garbledEntryId);
+    expect(garbled["src.id"]).toBe("garbled");
+    expect(garbled["src.src_id"]).toBe("chosen-by-producer");
     for (const l of letters) {
+      expect(l.src_id).toMatch(/^\d+-\d+$/);
       expect(l.src_stream).toBe(AUDIT_STREAM);
       expect(l.group).toBe("audit-ingestor");
       expect(l._sig).toMatch(/^[0-9a-f]{64}$/);

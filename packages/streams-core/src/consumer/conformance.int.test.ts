@@ -172,9 +172,9 @@ describe.skipIf(!hasRedis())("consumer conformance", () => {
     expect(f.received_at).toMatch(RFC3339);
     expect(Math.abs(Date.parse(f.received_at!) - Date.now())).toBeLessThan(60_000);
     const signed = policy.signer!.signFields(topic.stream, fields);
-    for (const [k, v] of Object.entries(signed)) expect(f[`src_${k}`]).toBe(v);
-    const srcKeys = Object.keys(f).filter((k) => k.startsWith("src_") && k !== "src_stream" && k !== "src_id");
-    expect(srcKeys.sort()).toEqual(Object.keys(signed).map((k) => `src_${k}`).sort());
+    for (const [k, v] of Object.entries(signed)) expect(f[`src.${k}`]).toBe(v);
+    const srcKeys = Object.keys(f).filter((k) => k.startsWith("src."));
+    expect(srcKeys.sort()).toEqual(Object.keys(signed).map((k) => `src.${k}`).sort());
     expect(policy.signer!.verify(dlqStream, f)).toBe("valid");
     // Signed over the logical name, not the prefixed key.
     expect(policy.signer!.verify(deadLetterKey(r.keyPrefix), f)).toBe("invalid");

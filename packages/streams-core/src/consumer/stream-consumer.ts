@@ -195,12 +195,14 @@ export class StreamConsumer<T> {
   private async runToEnd(): Promise<void> {
     this.state = "starting";
     const o = this.options;
+    let deadLetterSampling: Promise<void> = Promise.resolve();
     try {
       this.blocking = duplicateClient(o.redis, { blocking: true, connectionName: this.readConnectionName() });
       // Connection errors reach the reader as failed reads (recorded as `lastError`, logged with backoff);
       // without a listener ioredis would print each reconnect attempt as an unhandled error event.
       this.blocking.on("error", () => undefined);
       if (this.rt.stopping) return;
+      deadLetterSampling = this.sampleDeadLetters();
       const common = {
         redis: o.redis,
         blocking: this.blocking,
@@ -247,9 +249,21 @@ export class StreamConsumer<T> {
     } finally {
       if (this.state !== "failed") this.state = "stopping";
       await this.finishInFlight();
+      await deadLetterSampling;
       await this.closeBlocking();
       if (this.state !== "failed") this.state = "stopped";
     }
+  }
+
+  /**
+   * Samples the topic's dead-letter stream every `statsIntervalMs` for the `deadLetterStream` hook
+   * (length, letters dropped by MAXLEN trimming before any group read them, oldest age), when set.
+   */
+  private sampleDeadLetters(): Promise<void> {
+    const hook = this.context.metrics.deadLetterStream;
+    const dlq = this.options.topic.deadLetterStream;
+    if (hook === undefined || dlq === undefined) return Promise.resolve();
+    return this.rt.every(this.o.statsIntervalMs, async () => hook(await this.context.deadLetters.sample(dlq)));
   }
 
   /** Waits for in-flight batches (handlers, then ack) up to `graceMs`, then aborts the handlers' signal. */

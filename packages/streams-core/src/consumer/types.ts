@@ -20,6 +20,7 @@ import type { Topic } from "../registry.js";
 import type { RedisClient } from "../redis.js";
 import type { SignaturePolicy } from "../signing.js";
 import type { DeadLetterReason } from "../errors.js";
+import type { DeadLetterStreamSample } from "../dead-letter.js";
 
 export interface StreamMessage<T> {
   /** Stream entry id. */
@@ -60,6 +61,17 @@ export type ConsumerState = "idle" | "starting" | "draining-pending" | "running"
 
 /** Hooks the engine calls; `createPrometheusConsumerMetrics` implements them with prom-client. */
 export interface ConsumerMetricsHooks {
+  /**
+   * The topic's dead-letter stream, sampled every `statsIntervalMs`: its length, letters added in all,
+   * letters removed before any group read them (MAXLEN trimming of a flood; deleted by hand), and the age
+   * of the oldest letter.
+   */
+  deadLetterStream?(sample: DeadLetterStreamSample): void;
+  /**
+   * Dead letters that could not be written (Redis away, the dead-letter key deleted mid-write or of the
+   * wrong type): their entries stay pending and come back.
+   */
+  deadLetterWriteFailed?(count: number): void;
   /** Entries read: new, re-read pending and reclaimed (fan-out: every entry seen). */
   received?(count: number): void;
   /**

@@ -55,6 +55,7 @@ export function deadLetterRejections(): Step {
         context.logger.warn({ id: d.id, reason: r.reason, deliveries: d.deliveries, error: r.error }, "entry dead-lettered");
       } else {
         context.reportError(error, "dead-letter write");
+        context.metrics.deadLetterWriteFailed?.(1);
         context.logger.error({ id: d.id, reason: r.reason, err: error }, "dead-letter write failed: entry stays pending");
         const marker = markers.get(d.id);
         if (marker !== undefined) unmark.push(marker);
