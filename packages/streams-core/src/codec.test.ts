@@ -21,4 +21,11 @@ describe("flat-field codec", () => {
   it("reads a nil payload (entry trimmed while pending) as undefined", () => {
     expect(decodeFieldList(null)).toBeUndefined();
   });
+
+  it("keeps a field named __proto__ or constructor as an ordinary own field (no prototype change)", () => {
+    const decoded = decodeFieldList(["__proto__", "x", "constructor", "y", "a", "1"])!;
+    expect(Object.keys(decoded)).toEqual(["__proto__", "constructor", "a"]);
+    expect(decoded["__proto__"]).toBe("x");
+    expect(Object.getPrototypeOf(decoded)).toBeNull();
+  });
 });

@@ -11,7 +11,7 @@ export type FieldInput = Record<string, string | number | boolean | bigint | obj
  * leave out (a hot path drops `_sig` here rather than copying the result).
  */
 export function encodeFields(input: FieldInput, omit?: string): Fields {
-  const out: Fields = {};
+  const out: Fields = Object.create(null) as Fields;
   for (const key of Object.keys(input)) {
     const value = input[key];
     if (value === null || value === undefined || key === omit) continue;
@@ -29,11 +29,13 @@ export function fieldsToArgs(fields: Fields): string[] {
 
 /**
  * Decodes the raw `[k1, v1, k2, v2, ...]` list of a stream entry. Returns undefined for a nil payload
- * (an entry trimmed while pending). A repeated key keeps its last value, as Redis clients do.
+ * (an entry trimmed while pending). A repeated key keeps its last value, as Redis clients do. The object
+ * has no prototype: a field named `__proto__` (or `constructor`) is an ordinary own field, kept for the
+ * `_sig` check and the handler, never a prototype change.
  */
 export function decodeFieldList(raw: readonly string[] | null | undefined): Fields | undefined {
   if (raw === null || raw === undefined) return undefined;
-  const out: Fields = {};
+  const out: Fields = Object.create(null) as Fields;
   for (let i = 0; i + 1 < raw.length; i += 2) out[raw[i] as string] = raw[i + 1] as string;
   return out;
 }

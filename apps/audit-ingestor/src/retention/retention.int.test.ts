@@ -132,4 +132,17 @@ describe.skipIf(!hasPostgres() || !hasRedis())("retention", () => {
     await Promise.all([a, b]);
     expect(await redis.client.exists(`${redis.keyPrefix}audit:leader:retention`)).toBe(0);
   });
+
+  it("keeps a row whose producer clock says it is old but that was ingested within the retention (issue 15.8)", async () => {
+    const { db } = await setup();
+    // dated 1971, ingested a day before "now": the producer's clock is wrong, the record is fresh
+    await insertRows(db.pool, { count: 3, fromMs: Date.UTC(1971, 0, 1), spanMs: 1000, idPrefix: "f-", zone: "f", ingestedAtMs: NOW - DAY_MS });
+    await insertRows(db.pool, { count: 3, fromMs: NOW - 40 * DAY_MS, spanMs: 1000, idPrefix: "g-", zone: "f" });
+    const result = await retention().runOnce(never);
+    expect(result.deleted).toBe(0);
+    expect(await ids("f")).toEqual(["f-1", "f-2", "f-3", "g-1", "g-2", "g-3"]);
+    // old by both clocks: deleted (the zone's newest row is always kept)
+    await db.pool.query("UPDATE audit_events SET ingested_at = occurred_at WHERE zone_id = 'f' AND id LIKE 'f-%'");
+    expect((await retention().runOnce(never)).deleted).toBe(5);
+  });
 });

@@ -1,7 +1,8 @@
 /**
  * Retention rotator (seed 002 "Retention"): only the holder of the Redis lease `audit:leader:retention`,
- * every `intervalMs`, deletes rows whose `occurred_at` is older than `retentionDays`; with export on,
- * only rows already exported (`exported_at IS NOT NULL`).
+ * every `intervalMs`, deletes rows older than `retentionDays` by both `occurred_at` and `ingested_at` (a
+ * producer's clock alone never decides: an event dated decades ago, ingested now, stays its full
+ * retention); with export on, only rows already exported (`exported_at IS NOT NULL`).
  *
  * Deleting must not break the ledger (WIRE §7), so rows go per zone, oldest `chain_seq` first, and only
  * as a prefix of the zone's chain: a batch stops at the first row that may not go yet (too young, or not
@@ -63,7 +64,8 @@ export function createRetention(options: RetentionOptions): Retention {
   const { pool, logger, registry } = options;
   const now = options.now ?? Date.now;
   const metrics = retentionMetrics(registry);
-  const eligible = `occurred_at < $2${options.exportEnabled ? " AND exported_at IS NOT NULL" : ""}`;
+  // Old by both clocks: a producer's wrong clock (an event dated 1971) must not erase a fresh record.
+  const eligible = `occurred_at < $2 AND ingested_at < $2${options.exportEnabled ? " AND exported_at IS NOT NULL" : ""}`;
   const batchSql = `
     WITH head AS (
       SELECT ctid AS row_ctid, chain_seq, hmac_chain, (${eligible}) AS ok
@@ -96,7 +98,7 @@ export function createRetention(options: RetentionOptions): Retention {
          SELECT (SELECT e.zone_id FROM audit_events e WHERE e.zone_id > z.zone_id ORDER BY e.zone_id LIMIT 1) FROM z WHERE z.zone_id IS NOT NULL
        )
        SELECT zone_id FROM z WHERE zone_id IS NOT NULL
-         AND EXISTS (SELECT 1 FROM audit_events e WHERE e.zone_id = z.zone_id AND e.occurred_at < $1)`,
+         AND EXISTS (SELECT 1 FROM audit_events e WHERE e.zone_id = z.zone_id AND e.occurred_at < $1 AND e.ingested_at < $1)`,
       [cutoff],
     );
     return rows.map((r) => r.zone_id);

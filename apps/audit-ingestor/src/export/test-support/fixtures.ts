@@ -14,10 +14,11 @@ export const HOUR_MS = 3_600_000;
  * Inserts `count` rows spread evenly over [fromMs, fromMs + spanMs), with a microsecond part on every
  * timestamp, NULLs in every nullable column on some rows, and `chain_seq` continuing per zone.
  * `payloadBytes` adds that many random hex characters to each payload (incompressible volume).
+ * `ingested_at` is each row's `occurred_at` (events ingested as they happen), or `ingestedAtMs` for all.
  */
 export async function insertRows(
   pool: pg.Pool,
-  opts: { count: number; fromMs: number; spanMs: number; idPrefix: string; zones?: number; zone?: string; payloadBytes?: number; exported?: boolean },
+  opts: { count: number; fromMs: number; spanMs: number; idPrefix: string; zones?: number; zone?: string; payloadBytes?: number; exported?: boolean; ingestedAtMs?: number },
 ): Promise<void> {
   const zones = opts.zones ?? 3;
   const md5s = Math.ceil((opts.payloadBytes ?? 0) / 32);
@@ -25,7 +26,7 @@ export async function insertRows(
   await pool.query(
     `INSERT INTO audit_events (id, zone_id, event_type, actor_id, resource_id, decision, evaluation_status, request_id,
        policy_set_id, policy_set_version_id, manifest_sha, payload_json, determining_policies_json, diagnostics_json, metadata_json,
-       hmac_chain, tamper_detected, occurred_at, exported_at, chain_seq, content_sha256, sig, producer_id, producer_seq, producer_prev, stream_entry_id)
+       hmac_chain, tamper_detected, occurred_at, ingested_at, exported_at, chain_seq, content_sha256, sig, producer_id, producer_seq, producer_prev, stream_entry_id)
      SELECT $1 || g, coalesce($7::text, 'zone-' || (g % $4)),
        'token.exchange', CASE WHEN g % 2 = 0 THEN 'actor-' || g END, CASE WHEN g % 3 = 0 THEN 'res-' || g END,
        CASE WHEN g % 5 = 0 THEN 'deny' ELSE 'allow' END, 'complete', 'req-' || g,
@@ -35,13 +36,14 @@ export async function insertRows(
        CASE WHEN g % 3 = 0 THEN NULL ELSE jsonb_build_object('trace', md5('t' || g)) END,
        md5('h' || g) || md5('i' || g), g % 7 = 0,
        to_timestamp($2::float8 / 1000) + ((g - 1) * ($3::float8 / $5)) * interval '1 millisecond' + interval '123 microseconds',
+       coalesce(to_timestamp($8::float8 / 1000), to_timestamp($2::float8 / 1000) + ((g - 1) * ($3::float8 / $5)) * interval '1 millisecond' + interval '123 microseconds'),
        CASE WHEN $6 THEN now() END,
        coalesce((SELECT max(chain_seq) FROM audit_events e WHERE e.zone_id = coalesce($7::text, 'zone-' || (g % $4))), 0) + g,
        md5('c' || g) || md5('d' || g), CASE WHEN g % 2 = 1 THEN md5('s' || g) END,
        CASE WHEN g % 2 = 1 THEN 'producer-a' END, CASE WHEN g % 2 = 1 THEN g END, CASE WHEN g % 2 = 1 THEN md5('p' || g) END,
        '1-' || g
      FROM generate_series(1, $5::int) AS g`,
-    [opts.idPrefix, opts.fromMs, opts.spanMs, zones, opts.count, opts.exported ?? false, opts.zone ?? null],
+    [opts.idPrefix, opts.fromMs, opts.spanMs, zones, opts.count, opts.exported ?? false, opts.zone ?? null, opts.ingestedAtMs ?? null],
   );
 }
 
