@@ -30,6 +30,12 @@ export class AuditMetrics {
   readonly chainBreaks = new Counter({ name: "audit_chain_breaks_total", help: "Ledger and producer-chain breaks found (ingest and sweeper), by kind", labelNames: ["kind"], registers: [this.registry] });
   readonly sweeps = new Counter({ name: "audit_tamper_sweeps_total", help: "Tamper sweeps, by outcome", labelNames: ["outcome"], registers: [this.registry] });
   readonly sweepRowsChecked = new Counter({ name: "audit_tamper_sweep_rows_total", help: "Rows re-verified by the tamper sweeper", registers: [this.registry] });
+  readonly schemaDeviations = new Counter({
+    name: "caracal_audit_schema_deviations_total",
+    help: "Stored events that deviate from the published audit event schema, by field (WIRE §6: stored as sent, never dead-lettered)",
+    labelNames: ["field"],
+    registers: [this.registry],
+  });
   readonly replayed = new Counter({ name: "audit_replay_events_total", help: "Events read from AUDIT_REPLAY_DIR files, by outcome", labelNames: ["outcome"], registers: [this.registry] });
 
   constructor(options: { defaultMetrics?: boolean } = {}) {

@@ -67,7 +67,7 @@ describe.skipIf(!hasRedis() || !hasPostgres())("outbox dispatcher", () => {
     const dispatched = await waitFor(async () => ((await row(db.pool, id))?.dispatched_at ? await row(db.pool, id) : undefined));
     expect(entries).toHaveLength(1);
     const fields = entries[0]!.fields;
-    expect(fields).toEqual({ ...tricky, outbox_id: id, _sig: expect.stringMatching(/^[0-9a-f]{64}$/) });
+    expect(fields).toEqual({ ...tricky, outbox_id: id, _sig: expect.stringMatching(/^[0-9a-f]{64}$/), _sig2: expect.stringMatching(/^[0-9a-f]{64}$/) });
     expect(signer.verify(REVOKE, fields)).toBe("valid");
     expect(signer.verify(REVOKE, { ...fields, reason: "tampered" })).toBe("invalid");
     expect(dispatched.stream_entry_id).toBe(entries[0]!.id);
@@ -364,6 +364,7 @@ describe.skipIf(!hasRedis() || !hasPostgres())("outbox dispatcher", () => {
       extra: "true",
       outbox_id: good,
       _sig: expect.any(String),
+      _sig2: expect.any(String),
     });
     const metrics = await d.metrics.registry.metrics();
     expect(metrics).toMatch(/caracal_outbox_failures_total\{reason="schema_invalid"\} 1/);

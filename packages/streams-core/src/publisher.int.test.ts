@@ -81,7 +81,8 @@ describe.skipIf(!hasRedis())("StreamPublisher on Redis", () => {
     };
     await publisher.publish(topic.stream, fields);
     const [entry] = await entries();
-    const { _sig, ...rest } = entry!.fields;
+    const { _sig, _sig2, ...rest } = entry!.fields;
+    expect(_sig2).toMatch(/^[0-9a-f]{64}$/);
     expect(rest).toEqual(fields);
     expect(policy.signer!.verify(topic.stream, entry!.fields)).toBe("valid");
     expect(_sig).toBeDefined();

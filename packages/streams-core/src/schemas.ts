@@ -117,9 +117,13 @@ export const auditEventSchema = z.looseObject({
 export type AuditEvent = z.infer<typeof auditEventSchema>;
 export type ProducerChain = z.infer<typeof producerChainSchema>;
 
-/** The flat frame on `caracal.audit.events`: `{id, data, sig}`, optionally `_sig`, `outbox_id`, flat copies. */
+/**
+ * The flat frame on `caracal.audit.events`: `{id, data, sig}`, optionally `_sig`, `outbox_id`, flat copies.
+ * The frame `id` is informational (upstream producers sometimes send a request id there): the event's
+ * identity is `data.id` (WIRE §6).
+ */
 export const auditFrameSchema = z.looseObject({
-  id: required(),
+  id: z.string().optional(),
   data: required(),
   sig: z.string().optional(),
   outbox_id: optionalId(),

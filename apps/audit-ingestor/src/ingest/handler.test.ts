@@ -13,8 +13,8 @@ describe("isDatabaseUnavailable", () => {
     expect(isDatabaseUnavailable(new Error("Connection terminated unexpectedly"))).toBe(true);
   });
 
-  it("is false for a row PostgreSQL refuses or a conflict: those are the entry's own", () => {
-    for (const code of ["22P05", "23505", "22021", "40001", "42P01"]) {
+  it("is false for a row PostgreSQL refuses (a protocol violation of its bytes included) or a conflict: those are the entry's own", () => {
+    for (const code of ["22P05", "23505", "22021", "40001", "42P01", "08P01", "22008"]) {
       expect(isDatabaseUnavailable(pgError(code)), code).toBe(false);
     }
   });

@@ -48,7 +48,9 @@ export function isDatabaseUnavailable(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code;
   if (typeof code !== "string") return /Connection terminated|connect|timeout/i.test(errorMessage(error));
   return (
-    code.startsWith("08") ||
+    // class 08 is about the connection, except 08P01: PostgreSQL refusing the bytes of this data (a
+    // protocol violation, as text with a NUL character in a COPY row). That is the data, not the database.
+    (code.startsWith("08") && code !== "08P01") ||
     code.startsWith("53") ||
     code === "57P01" ||
     code === "57P02" ||
@@ -58,27 +60,50 @@ export function isDatabaseUnavailable(error: unknown): boolean {
 }
 
 /**
- * Writes a batch; when the transaction fails for a reason other than an unreachable database, the batch
- * is split in halves (each its own transaction) so one row PostgreSQL refuses cannot hold back the rest.
- * Returns the per-key failures of the parts that could not be written.
+ * Writes a batch; when the transaction fails for a reason other than an unreachable database, the rows
+ * are isolated so one row PostgreSQL refuses cannot hold back the rest, and no row is sent more than
+ * about twice: the rows before the one PostgreSQL named (`refusedRowKey`, from COPY's line number) go
+ * again as one batch, that row is set aside, and the rows after it are written one by one, in order,
+ * each its own transaction (a large row is re-sent once, not once per level of a binary search).
+ * Returns the per-key failures of the rows that could not be written.
  */
 export async function writeIsolating(
   writer: LedgerWriter,
   inputs: readonly LedgerInput[] | readonly PreparedEvent[],
   onResult: (r: BatchResult) => void,
 ): Promise<Map<string, unknown>> {
+  type Part = readonly LedgerInput[] | readonly PreparedEvent[];
   const failed = new Map<string, unknown>();
-  const run = async (part: readonly LedgerInput[] | readonly PreparedEvent[]): Promise<void> => {
+  const write = (part: Part) => (isPrepared(part) ? writer.writePrepared(part) : writer.writeBatch(part));
+  const rowByRow = async (part: Part): Promise<void> => {
+    for (let k = 0; k < part.length; k++) {
+      const row = part.slice(k, k + 1) as Part;
+      try {
+        onResult(await write(row));
+      } catch (error) {
+        failed.set(row[0]!.key, error);
+        if (isDatabaseUnavailable(error)) {
+          // the database went away mid-way: the rest stays pending too
+          for (const rest of part.slice(k + 1)) failed.set(rest.key, error);
+          return;
+        }
+      }
+    }
+  };
+  const run = async (part: Part): Promise<void> => {
     try {
-      onResult(await (isPrepared(part) ? writer.writePrepared(part) : writer.writeBatch(part)));
+      onResult(await write(part));
     } catch (error) {
       if (part.length === 1 || isDatabaseUnavailable(error)) {
         for (const i of part) failed.set(i.key, error);
         return;
       }
-      const mid = Math.ceil(part.length / 2);
-      await run(part.slice(0, mid));
-      await run(part.slice(mid));
+      const refused = (error as { refusedRowKey?: unknown }).refusedRowKey;
+      const at = typeof refused === "string" ? part.findIndex((p) => p.key === refused) : -1;
+      if (at < 0) return rowByRow(part);
+      if (at > 0) await run(part.slice(0, at) as Part);
+      failed.set(refused as string, error);
+      await rowByRow(part.slice(at + 1) as Part);
     }
   };
   await run(inputs);
@@ -90,8 +115,23 @@ function isPrepared(part: readonly LedgerInput[] | readonly PreparedEvent[]): pa
   return first !== undefined && "copyPrefix" in first;
 }
 
+/** At most one log line per this interval about events that deviate from the published schema. */
+const DEVIATION_LOG_INTERVAL_MS = 60_000;
+
 export function createAuditBatchHandler(options: AuditHandlerOptions): BatchHandler<Fields> {
   const { writer, verifier, pool, stream, maxDeliveries, metrics, logger, afterWrite } = options;
+  let lastDeviationLogAt = 0;
+  let deviationsSinceLog = 0;
+  const countDeviations = (id: string, deviations: readonly string[]) => {
+    for (const field of deviations) metrics?.schemaDeviations.inc({ field });
+    deviationsSinceLog++;
+    const now = Date.now();
+    if (now - lastDeviationLogAt >= DEVIATION_LOG_INTERVAL_MS) {
+      logger?.info({ entry: id, fields: deviations, eventsSinceLastLine: deviationsSinceLog }, "audit events deviate from the published schema: stored as sent (WIRE §6)");
+      lastDeviationLogAt = now;
+      deviationsSinceLog = 0;
+    }
+  };
   return async (all) => {
     const failed = new Map<string, unknown>();
     const outcomes = await verifier.verify(all.map((m) => ({ id: m.id, fields: m.fields, redelivered: m.deliveries > 1 })));
@@ -102,6 +142,7 @@ export function createAuditBatchHandler(options: AuditHandlerOptions): BatchHand
       if (outcome.ok) {
         prepared.push(outcome.prepared);
         messages.push(m);
+        if (outcome.deviations.length > 0) countDeviations(m.id, outcome.deviations);
       } else {
         failed.set(m.id, new RejectedMessageError(outcome.reason, outcome.message));
         metrics?.rejected.inc({ reason: outcome.reason });

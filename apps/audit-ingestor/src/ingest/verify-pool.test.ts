@@ -15,7 +15,7 @@ function entries(): EntryToVerify[] {
 
 /** Outcomes with each COPY prefix as text (a worker sends them as bytes). */
 function asText(outcomes: readonly VerifyOutcome[]): VerifyOutcome[] {
-  return outcomes.map((o) => (o.ok ? { ok: true, prepared: { ...o.prepared, copyPrefix: typeof o.prepared.copyPrefix === "string" ? o.prepared.copyPrefix : Buffer.from(o.prepared.copyPrefix).toString("utf8") } } : o));
+  return outcomes.map((o) => (o.ok ? { ok: true, deviations: o.deviations, prepared: { ...o.prepared, copyPrefix: typeof o.prepared.copyPrefix === "string" ? o.prepared.copyPrefix : Buffer.from(o.prepared.copyPrefix).toString("utf8") } } : o));
 }
 
 describe("VerifyPool", () => {

@@ -21,7 +21,13 @@ export interface EntryToVerify {
   readonly redelivered: boolean;
 }
 
-export type VerifyOutcome = { readonly ok: true; readonly prepared: PreparedEvent } | { readonly ok: false; readonly reason: DeadLetterReason; readonly message: string };
+/**
+ * `deviations`: fields of a stored event that break the published schema (counted, never rejected:
+ * WIRE §6); empty for a conforming event.
+ */
+export type VerifyOutcome =
+  | { readonly ok: true; readonly prepared: PreparedEvent; readonly deviations: readonly string[] }
+  | { readonly ok: false; readonly reason: DeadLetterReason; readonly message: string };
 
 /** Verifies and prepares entries on this thread. */
 export function verifyEntries(entries: readonly EntryToVerify[], auditKey: Buffer | undefined): VerifyOutcome[] {
@@ -37,7 +43,7 @@ export function verifyEntries(entries: readonly EntryToVerify[], auditKey: Buffe
         streamEntryId: entry.id,
         redelivered: entry.redelivered,
       });
-      return { ok: true, prepared };
+      return { ok: true, prepared, deviations: v.deviations };
     } catch (error) {
       if (error instanceof RejectedMessageError) return { ok: false, reason: error.reason, message: error.message };
       return { ok: false, reason: "parse_error", message: errorMessage(error) };
@@ -84,7 +90,7 @@ export function decodeEntries(flat: ReadonlyArray<string | number>): EntryToVeri
     const redelivered = flat[i + 1] === 1;
     const n = flat[i + 2] as number;
     i += 3;
-    const fields: Fields = {};
+    const fields: Fields = Object.create(null) as Fields;
     for (let f = 0; f < n; f++, i += 2) fields[flat[i] as string] = flat[i + 1] as string;
     entries.push({ id, fields, redelivered });
   }
@@ -94,7 +100,8 @@ export function decodeEntries(flat: ReadonlyArray<string | number>): EntryToVeri
 /**
  * Outcomes: `flat` holds per outcome `0, reason, message` (rejected) or `1, key, event id, zone id, lock
  * key, content sha, COPY prefix length in bytes, sig, stream entry id, redelivered (1 | 0), chain producer,
- * chain seq, chain prev` with null for what is absent (the three chain values are null together); `bytes`
+ * chain seq, chain prev, deviations (comma-separated, or null)` with null for what is absent (the three
+ * chain values are null together); `bytes`
  * holds the COPY prefixes, UTF-8, one after the other (possibly followed by unused bytes). The worker
  * transfers `bytes` (no copy): the main thread neither copies nor encodes the largest part of each row again.
  */
@@ -138,6 +145,7 @@ export function encodeOutcomes(outcomes: readonly VerifyOutcome[]): EncodedOutco
     flat.push(1, p.key, p.event.id, p.event.zone_id, p.lockKey, p.contentSha, length, p.sig ?? null, p.streamEntryId ?? null, p.redelivered ? 1 : 0);
     if (c === undefined) flat.push(null, null, null);
     else flat.push(c.producer, c.seq, c.prev);
+    flat.push(o.deviations.length > 0 ? o.deviations.join(",") : null);
   }
   return { flat, bytes };
 }
@@ -173,8 +181,9 @@ export function decodeOutcomes({ flat, bytes }: EncodedOutcomes): VerifyOutcome[
       lockKey: flat[i + 4] as number,
       copyPrefix,
     };
-    outcomes.push({ ok: true, prepared });
-    i += 13;
+    const deviations = flat[i + 13];
+    outcomes.push({ ok: true, prepared, deviations: typeof deviations === "string" ? deviations.split(",") : [] });
+    i += 14;
   }
   return outcomes;
 }

@@ -6,6 +6,7 @@
 import { hash } from "node:crypto";
 
 import type { AuditEvent } from "@caracal/streams-core";
+import { producerChainOf } from "@caracal/streams-core/audit-frame";
 import { RejectedMessageError } from "@caracal/streams-core/errors";
 
 import { contentSha256 } from "./content.js";
@@ -13,7 +14,10 @@ import { contentSha256 } from "./content.js";
 /** One event to store. `key` identifies it to the caller (a stream entry id, or a replay file line). */
 export interface LedgerInput {
   readonly key: string;
-  /** The event as validated by the audit event schema. */
+  /**
+   * The event as sent (`verifyAuditFrame`): `id`, `zone_id` and `occurred_at` are non-empty strings; any
+   * other value may be of any JSON type.
+   */
   readonly event: AuditEvent;
   /** The `data` text exactly as received (stored as `payload_json`, hashed after a plain JSON parse). */
   readonly data: string;
@@ -76,7 +80,7 @@ export function prepareLedgerInput(input: LedgerInput): PreparedEvent {
   const e = input.event;
   return {
     key: input.key,
-    event: { id: e.id, zone_id: e.zone_id, chain: e.chain === undefined ? undefined : { producer: e.chain.producer, seq: e.chain.seq, prev: e.chain.prev } },
+    event: { id: e.id, zone_id: e.zone_id, chain: producerChainOf(e) },
     sig: input.sig,
     streamEntryId: input.streamEntryId,
     redelivered: input.redelivered === true,
@@ -126,10 +130,27 @@ function plainCopyValue(v: unknown): string {
 
 const NEEDS_COPY_ESCAPE = /[\\\t\n\r]/;
 
+/**
+ * A text column holds the event's value when it is a JSON string, else NULL (the value stays in
+ * `payload_json`): the verifier derives the column the same way (`ledger-verify.ts`).
+ */
+function textOf(v: unknown): string | null {
+  return typeof v === "string" ? v : null;
+}
+
+/**
+ * A jsonb column holds the event's value exactly, whatever its JSON type: `null` as the JSON null (not
+ * SQL NULL), an absent field as SQL NULL. Object keys such as `__proto__` are the parsed data's own keys.
+ */
+function jsonOf(v: unknown): string | undefined {
+  return v === undefined ? undefined : JSON.stringify(v);
+}
+
 /** The COPY text of a row's columns up to `stream_entry_id`, tab-terminated. */
 function copyPrefix(input: LedgerInput, contentSha: string): string {
-  const e = input.event;
-  const c = e.chain;
+  // the parsed data itself (the event's values exactly as sent), not a schema's output of it
+  const e = (input.json ?? input.event) as Record<string, unknown> & AuditEvent;
+  const c = producerChainOf(e);
   // The event's columns all come from the data text: a string in it, or JSON.stringify of a part of it.
   // JSON text holds no raw tab, newline or carriage return inside a string and writes a backslash in a
   // string as "\\\\"; JSON.stringify escapes only what such an escape stood for (a quote, a backslash, a
@@ -137,11 +158,11 @@ function copyPrefix(input: LedgerInput, contentSha: string): string {
   // none of the four characters, no value taken from it has: one scan instead of one per column.
   const escape = NEEDS_COPY_ESCAPE.test(input.data) ? copyValue : plainCopyValue;
   return (
-    `${escape(e.id)}\t${escape(e.zone_id)}\t${escape(e.event_type)}\t${escape(actorIdOf(e))}\t${escape(resourceIdOf(e))}\t` +
-    `${escape(e.decision)}\t${escape(e.evaluation_status)}\t${escape(e.request_id)}\t${escape(e.policy_set_id)}\t` +
-    `${escape(e.policy_set_version_id)}\t${escape(e.manifest_sha)}\t${escape(input.data)}\t${escape(e.determining_policies_json)}\t` +
-    `${escape(e.diagnostics_json)}\t${escape(e.metadata_json)}\t${escape(e.occurred_at)}\t${copyValue(contentSha)}\t` +
+    `${escape(e.id)}\t${escape(e.zone_id)}\t${escape(textOf(e.event_type))}\t${escape(actorIdOf(e))}\t${escape(resourceIdOf(e))}\t` +
+    `${escape(textOf(e.decision))}\t${escape(textOf(e.evaluation_status))}\t${escape(textOf(e.request_id))}\t${escape(textOf(e.policy_set_id))}\t` +
+    `${escape(textOf(e.policy_set_version_id))}\t${escape(textOf(e.manifest_sha))}\t${escape(input.data)}\t${escape(jsonOf(e.determining_policies_json))}\t` +
+    `${escape(jsonOf(e.diagnostics_json))}\t${escape(jsonOf(e.metadata_json))}\t${escape(e.occurred_at)}\t${copyValue(contentSha)}\t` +
     // not taken from data: checked one by one
-    `${copyValue(input.sig)}\t${escape(c?.producer)}\t${escape(c?.seq)}\t${escape(c?.prev)}\t${copyValue(input.streamEntryId)}\t`
+    `${copyValue(input.sig?.replaceAll("\u0000", ""))}\t${escape(c?.producer)}\t${escape(c?.seq)}\t${escape(c?.prev)}\t${copyValue(input.streamEntryId)}\t`
   );
 }

@@ -567,7 +567,16 @@ async function copyRows(client: pg.PoolClient, rows: readonly NewRow[], assign: 
     if ((i + 1) % COPY_CHUNK_ROWS === 0) stream.write(flush());
   }
   stream.end(flush());
-  await finished;
+  try {
+    await finished;
+  } catch (error) {
+    // PostgreSQL names the line it refused ("COPY audit_events, line N, column ..."): the row's key rides
+    // on the error, so the caller can set that row aside instead of searching the batch for it.
+    const line = /COPY audit_events, line (\d+)/.exec(String((error as { where?: unknown }).where ?? ""))?.[1];
+    const row = line === undefined ? undefined : rows[Number(line) - 1];
+    if (row !== undefined && typeof error === "object" && error !== null) Object.assign(error, { refusedRowKey: row.prepared.key });
+    throw error;
+  }
 }
 
 function replayError(id: string): RejectedMessageError {

@@ -70,7 +70,7 @@ describe.skipIf(!hasPostgres() || !hasRedis())("replay of AUDIT_REPLAY_DIR at st
 
   it("keeps a file whose lines cannot be stored", async () => {
     const name = replayFileName(Date.now(), 7, 1);
-    await writeReplayFile(dir, name, [makeFrame(makeEvent({ zone_id: "z", request_id: "nul\u0000" }))]);
+    await writeReplayFile(dir, name, [makeFrame(makeEvent({ zone_id: "z", occurred_at: "0000-01-01T00:00:00Z" }))]);
     const controller = new AbortController();
     const app = await startAuditIngestor(testConfig({ databaseUrl: db.url, redisUrl: redis.url, keyPrefix: redis.keyPrefix, extra: { AUDIT_REPLAY_DIR: dir } }), {
       logger: silentLogger,

@@ -58,46 +58,27 @@ interface Row {
   hmac_chain: string;
   content_sha256: string;
   payload_json: Record<string, unknown>;
-  event_type: string;
-  decision: string;
-  evaluation_status: string;
-  request_id: string;
-  policy_set_id: string | null;
-  policy_set_version_id: string | null;
-  manifest_sha: string | null;
-  determining_policies_json: unknown;
-  diagnostics_json: unknown;
-  metadata_json: unknown;
-  occurred_at: Date;
+  /** Names of the columns that differ from the payload (see DIFFERING). */
+  differing: string[];
 }
 
-const ROW_COLUMNS = `id, zone_id, chain_seq, hmac_chain, content_sha256, payload_json, event_type, decision, evaluation_status,
-  request_id, policy_set_id, policy_set_version_id, manifest_sha, determining_policies_json, diagnostics_json, metadata_json, occurred_at`;
+/**
+ * Columns that differ from the payload they were derived from, computed by PostgreSQL itself so that the
+ * comparison is exactly the ingest's derivation: a text column is the payload's value when it is a JSON
+ * string, else NULL; a jsonb column is the payload's value (jsonb equality: key order and number spelling
+ * aside), SQL NULL when absent; `occurred_at` is the payload's text parsed as PostgreSQL parsed it at
+ * ingest (same rounding of sub-microsecond digits, same offsets). An unparseable text (a changed payload)
+ * reads as NULL and so as differing.
+ */
+const DIFFERING = `array_remove(ARRAY[${[
+  ...["id", "zone_id", "event_type", "decision", "evaluation_status", "request_id", "policy_set_id", "policy_set_version_id", "manifest_sha"].map(
+    (c) => `CASE WHEN ${c} IS DISTINCT FROM (CASE WHEN jsonb_typeof(payload_json->'${c}') = 'string' THEN payload_json->>'${c}' END) THEN '${c}' END`,
+  ),
+  ...["determining_policies_json", "diagnostics_json", "metadata_json"].map((c) => `CASE WHEN ${c} IS DISTINCT FROM payload_json->'${c}' THEN '${c}' END`),
+  `CASE WHEN occurred_at IS DISTINCT FROM caracal_try_timestamptz(payload_json->>'occurred_at') THEN 'occurred_at' END`,
+].join(", ")}], NULL) AS differing`;
 
-/** Names of the columns that differ from the payload they were derived from. */
-function columnsDiffering(row: Row): string[] {
-  const p = row.payload_json;
-  const out: string[] = [];
-  const text = (col: keyof Row, key: string) => {
-    const want = p[key] === undefined ? null : p[key];
-    if (row[col] !== want) out.push(col);
-  };
-  text("zone_id", "zone_id");
-  text("id", "id");
-  text("event_type", "event_type");
-  text("decision", "decision");
-  text("evaluation_status", "evaluation_status");
-  text("request_id", "request_id");
-  text("policy_set_id", "policy_set_id");
-  text("policy_set_version_id", "policy_set_version_id");
-  text("manifest_sha", "manifest_sha");
-  for (const col of ["determining_policies_json", "diagnostics_json", "metadata_json"] as const) {
-    if (!sameJson(row[col] ?? null, p[col] ?? null)) out.push(col);
-  }
-  const occurred = typeof p.occurred_at === "string" ? Date.parse(p.occurred_at) : Number.NaN;
-  if (row.occurred_at.getTime() !== occurred) out.push("occurred_at");
-  return out;
-}
+const ROW_COLUMNS = `id, zone_id, chain_seq, hmac_chain, content_sha256, payload_json, ${DIFFERING}`;
 
 /** Verifies one zone's ledger chain (and its producer chains) over a chain_seq range. */
 export async function verifyZone(zoneId: string, range: VerifyRange, options: VerifyOptions): Promise<VerifyResult> {
@@ -150,7 +131,7 @@ export async function verifyZone(zoneId: string, range: VerifyRange, options: Ve
       } catch {
         sha = undefined;
       }
-      const differing = columnsDiffering(row);
+      const differing = row.differing;
       const contentOk = sha === row.content_sha256 && differing.length === 0;
       if (!contentOk) {
         breaks.push({
