@@ -157,7 +157,7 @@ describe.skipIf(!hasPostgres() || !hasRedis())("hostile and upstream-shaped audi
       fc.string({ unit: "grapheme", maxLength: 12 }),
       fc.integer(),
       fc.double({ noNaN: true, noDefaultInfinity: true }),
-      fc.constantFrom(9007199254740993, 1e21, 1.5e-7, -0, 123456789.123456789, 2 ** 53),
+      fc.constantFrom(2 ** 53 + 2, 1e21, 1.5e-7, -0, 0.1 + 0.2, -(2 ** 60)),
       fc.boolean(),
       fc.constant(null),
     );
@@ -181,11 +181,18 @@ describe.skipIf(!hasPostgres() || !hasRedis())("hostile and upstream-shaped audi
       const e = { id: randomUUID(), zone_id: "zp", event_type: "token_exchange", request_id: "r", evaluation_status: "complete", ...s };
       await xaddRaw(redis.client, redis.keyPrefix, frameOf(JSON.stringify(e), e.id));
     }
-    await waitFor("every random event stored", async () => (await count("SELECT count(*)::int AS n FROM audit_events WHERE zone_id = 'zp'")) === samples.length, 30_000);
+    // numbers as producers may write them, beyond what a double holds: stored and hashed as sent
+    const rawTexts = [
+      `{"id":"${randomUUID()}","zone_id":"zp","occurred_at":"2026-12-05T02:30:28Z","metadata_json":{"big":12345678901234567890123,"frac":0.1000000000000000055511151231257827,"exp":1E+2}}`,
+      `{"id":"${randomUUID()}","zone_id":"zp","occurred_at":"2026-12-05T02:30:28Z","metadata_json":{"__proto__":{"x":1},"constructor":[],"n":-0.0}}`,
+    ];
+    for (const text of rawTexts) await xaddRaw(redis.client, redis.keyPrefix, frameOf(text, "raw"));
+    const total = samples.length + rawTexts.length;
+    await waitFor("every random event stored", async () => (await count("SELECT count(*)::int AS n FROM audit_events WHERE zone_id = 'zp'")) === total, 30_000);
     expect(await deadLetters(redis.client, redis.keyPrefix)).toEqual([]);
     const result = await verifyZone("zp", {}, { pool: db.pool, auditKey: TEST_AUDIT_KEY, gapGraceMs: 0 });
     expect(result.breaks).toEqual([]);
-    expect(result.rowsChecked).toBe(samples.length);
+    expect(result.rowsChecked).toBe(total);
     // the tamper sweeper's verdict is the same
     expect(await flagged()).toBe(0);
     expect(app.consumer.state).toBe("running");

@@ -10,6 +10,7 @@ import { producerChainOf } from "@caracal/streams-core/audit-frame";
 import { RejectedMessageError } from "@caracal/streams-core/errors";
 
 import { contentSha256 } from "./content.js";
+import { mayLosePrecision, rawTopLevelValues } from "./raw-json.js";
 
 /** One event to store. `key` identifies it to the caller (a stream entry id, or a replay file line). */
 export interface LedgerInput {
@@ -146,8 +147,13 @@ function jsonOf(v: unknown): string | undefined {
   return v === undefined ? undefined : JSON.stringify(v);
 }
 
+const JSON_COLUMNS: ReadonlySet<string> = new Set(["determining_policies_json", "diagnostics_json", "metadata_json"]);
+
 /** The COPY text of a row's columns up to `stream_entry_id`, tab-terminated. */
 function copyPrefix(input: LedgerInput, contentSha: string): string {
+  // numbers beyond a double's precision: the jsonb columns take their text from `data`, exactly
+  const raw = mayLosePrecision(input.data) ? rawTopLevelValues(input.data, JSON_COLUMNS) : undefined;
+  const jsonColumn = (name: string, value: unknown) => raw?.get(name) ?? jsonOf(value);
   // the parsed data itself (the event's values exactly as sent), not a schema's output of it
   const e = (input.json ?? input.event) as Record<string, unknown> & AuditEvent;
   const c = producerChainOf(e);
@@ -160,8 +166,8 @@ function copyPrefix(input: LedgerInput, contentSha: string): string {
   return (
     `${escape(e.id)}\t${escape(e.zone_id)}\t${escape(textOf(e.event_type))}\t${escape(actorIdOf(e))}\t${escape(resourceIdOf(e))}\t` +
     `${escape(textOf(e.decision))}\t${escape(textOf(e.evaluation_status))}\t${escape(textOf(e.request_id))}\t${escape(textOf(e.policy_set_id))}\t` +
-    `${escape(textOf(e.policy_set_version_id))}\t${escape(textOf(e.manifest_sha))}\t${escape(input.data)}\t${escape(jsonOf(e.determining_policies_json))}\t` +
-    `${escape(jsonOf(e.diagnostics_json))}\t${escape(jsonOf(e.metadata_json))}\t${escape(e.occurred_at)}\t${copyValue(contentSha)}\t` +
+    `${escape(textOf(e.policy_set_version_id))}\t${escape(textOf(e.manifest_sha))}\t${escape(input.data)}\t${escape(jsonColumn("determining_policies_json", e.determining_policies_json))}\t` +
+    `${escape(jsonColumn("diagnostics_json", e.diagnostics_json))}\t${escape(jsonColumn("metadata_json", e.metadata_json))}\t${escape(e.occurred_at)}\t${copyValue(contentSha)}\t` +
     // not taken from data: checked one by one
     `${copyValue(input.sig?.replaceAll("\u0000", ""))}\t${escape(c?.producer)}\t${escape(c?.seq)}\t${escape(c?.prev)}\t${copyValue(input.streamEntryId)}\t`
   );

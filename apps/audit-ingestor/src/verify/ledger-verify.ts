@@ -16,7 +16,7 @@
  */
 import type pg from "pg";
 
-import { canonicalJson, chainLink, contentSha256 } from "../ledger/content.js";
+import { chainLink, contentSha256 } from "../ledger/content.js";
 
 export type BreakKind = "changed" | "inserted" | "deleted" | "fork" | "broken_link" | "gap";
 
@@ -227,11 +227,3 @@ export async function seqRangeForTimes(pool: pg.Pool, zoneId: string, from: Date
   return { fromSeq: from === undefined ? 1 : Number(row.lo), toSeq: to === undefined ? undefined : Number(row.hi) };
 }
 
-/** Equal as JSON values (RFC 8785 forms); a value with no canonical form equals nothing. */
-function sameJson(a: unknown, b: unknown): boolean {
-  try {
-    return canonicalJson(a) === canonicalJson(b);
-  } catch {
-    return false;
-  }
-}
