@@ -5,11 +5,26 @@
  * PostgreSQL parses exactly). Only events whose text holds such a number take this path.
  */
 
-/** A run of 16 or more digits (a dot may sit among them): a number a double may not hold exactly. */
-const LONG_NUMBER = /\d(?:\.?\d){15,}/;
-
+/**
+ * True when the text holds a run of 16 or more digits (one dot may sit among them): a number a double
+ * may not hold exactly. A plain loop, not a regular expression: a backtracking pattern over a long run of
+ * digits (a 10 MB string of them) exhausts the stack.
+ */
 export function mayLosePrecision(data: string): boolean {
-  return LONG_NUMBER.test(data);
+  let digits = 0;
+  let dotSeen = false;
+  for (let i = 0; i < data.length; i++) {
+    const c = data.charCodeAt(i);
+    if (c >= 48 && c <= 57) {
+      if (++digits >= 16) return true;
+    } else if (c === 46 && digits > 0 && !dotSeen) {
+      dotSeen = true;
+    } else {
+      digits = 0;
+      dotSeen = false;
+    }
+  }
+  return false;
 }
 
 /**
