@@ -7,8 +7,11 @@ import { availableParallelism } from "node:os";
 
 import { ConfigError, parseHmacKey } from "@caracal/streams-core";
 import type { CaracalServiceSettings } from "@caracal/service-kit";
-import { ConfigProblems, caracalModeOf, caracalServiceEnv, caracalServiceSettings, databaseUrlVar, intVar, loadEnv, streamSigningFromEnv } from "@caracal/service-kit";
+import { ConfigProblems, caracalModeOf, caracalServiceEnv, redactUrl, caracalServiceSettings, databaseUrlVar, intVar, loadEnv, streamSigningFromEnv } from "@caracal/service-kit";
 import { z } from "zod";
+
+import { readinessLimitsFrom, readinessLimitsSchema } from "./api/readiness-limits.js";
+import type { ReadinessLimits } from "./api/readiness-limits.js";
 
 import type { ExportS3Config } from "./export/config-schema.js";
 import { exportConfigSchema, exportS3ConfigFrom } from "./export/config-schema.js";
@@ -38,6 +41,9 @@ export const envSchema = z.object({
   ...caracalServiceEnv({ port: 9090 }),
   ...exportConfigSchema.shape,
   ...retentionConfigSchema.shape,
+  ...readinessLimitsSchema.shape,
+  /** Token of the operator routes `/api/audit/*` (upstream's). Unset: the routes answer 404. */
+  AUDIT_ADMIN_TOKEN: z.string().min(16, { message: "must be at least 16 characters" }).optional(),
   /** Hex key of the frame `sig` and of `hmac_chain` (>= 32 bytes). Unset: dev only, with a warning. */
   AUDIT_HMAC_KEY: hexKeyVar(),
   /** Consumer name, unique per replica. Default audit-worker-0. */
@@ -94,6 +100,10 @@ export interface AuditConfig extends CaracalServiceSettings {
   export: { s3: ExportS3Config; intervalMs: number; settleMs: number; pageRows: number } | undefined;
   leaderLeaseTtlMs: number;
   retention: { days: number; intervalMs: number };
+  /** AUDIT_ADMIN_TOKEN; undefined turns the operator routes off. */
+  adminToken: string | undefined;
+  /** AUDIT_READY_DLQ_MAX, AUDIT_READY_LAG_MAX, AUDIT_READY_PEL_OLDEST_SECS_MAX (0: off). */
+  readinessLimits: ReadinessLimits;
 }
 
 /** Parses and validates the environment; throws one ConfigError naming every bad variable. */
@@ -124,6 +134,8 @@ export function loadConfig(env: NodeJS.ProcessEnv | Record<string, string | unde
     export: exportOf(e),
     leaderLeaseTtlMs: e.AUDIT_LEADER_LEASE_TTL_MS,
     retention: { days: e.AUDIT_RETENTION_DAYS, intervalMs: e.AUDIT_RETENTION_INTERVAL_MS },
+    adminToken: e.AUDIT_ADMIN_TOKEN,
+    readinessLimits: readinessLimitsFrom(e),
   };
 }
 
@@ -135,11 +147,10 @@ function exportOf(e: z.output<typeof envSchema>): AuditConfig["export"] {
 
 /** Settings fit for the start-up log: no key material, no URL passwords. */
 export function describeConfig(c: AuditConfig): Record<string, unknown> {
-  const strip = (url: string) => url.replace(/:\/\/([^:/@]*):[^@/]*@/, "://$1:[redacted]@");
   return {
     port: c.port,
-    database: strip(c.databaseUrl),
-    redis: strip(c.redisUrl),
+    database: redactUrl(c.databaseUrl),
+    redis: redactUrl(c.redisUrl),
     mode: c.mode,
     auditKeySet: c.auditKey !== undefined,
     streamsKeySet: c.signing.signer !== undefined,
@@ -155,6 +166,8 @@ export function describeConfig(c: AuditConfig): Record<string, unknown> {
     replayDir: c.replayDir,
     export: c.export === undefined ? "off" : { endpoint: c.export.s3.endpoint, bucket: c.export.s3.bucket, region: c.export.s3.region, intervalMs: c.export.intervalMs },
     retention: c.retention,
+    adminRoutes: c.adminToken === undefined ? "off" : "on",
+    readinessLimits: c.readinessLimits,
   };
 }
 

@@ -70,6 +70,6 @@ describe("loadConfig", () => {
     const text = JSON.stringify(describeConfig(loadConfig(base)));
     expect(text).not.toContain(KEY);
     expect(text).not.toContain(":pw@");
-    expect(text).toContain("streamsKeySet");
+    expect(text).toContain("\"keySet\":true");
   });
 });

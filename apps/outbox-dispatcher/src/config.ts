@@ -4,7 +4,7 @@
  * values are never echoed (a bad value may be a key).
  */
 import type { CaracalServiceSettings } from "@caracal/service-kit";
-import { ConfigProblems, caracalModeOf, caracalServiceEnv, caracalServiceSettings, intVar, loadEnv, streamSigningFromEnv } from "@caracal/service-kit";
+import { ConfigProblems, caracalModeOf, describeSettings, caracalServiceEnv, caracalServiceSettings, intVar, loadEnv, streamSigningFromEnv } from "@caracal/service-kit";
 import { z } from "zod";
 
 const DAY_MS = 86_400_000;
@@ -72,9 +72,7 @@ export function loadConfig(env: NodeJS.ProcessEnv | Record<string, string | unde
   };
 }
 
-/** Settings fit for the start-up log: no key material, no URL passwords. */
+/** Settings fit for the start-up log: no key material, no URL passwords (service-kit `describeSettings`). */
 export function describeConfig(c: DispatcherConfig): Record<string, unknown> {
-  const strip = (url: string) => url.replace(/:\/\/([^:/@]*):[^@/]*@/, "://$1:[redacted]@");
-  const { databaseUrl, redisUrl, signing, ...rest } = c;
-  return { ...rest, database: strip(databaseUrl), redis: strip(redisUrl), streamsKeySet: signing.signer !== undefined };
+  return describeSettings(c) as Record<string, unknown>;
 }

@@ -1,80 +1,30 @@
-/**
- * Composition root of the outbox dispatcher: load config once, build dependencies, run until SIGTERM or
- * SIGINT, stop cleanly (finish and mark the in-flight batch, close connections).
- */
-import { randomBytes } from "node:crypto";
-
-import { createPool } from "@caracal/db";
+/** Composition root of the outbox dispatcher (`node dist/main.js`): claim, sign, XADD, mark; retention. */
 import { OUTBOX_CHANNEL } from "@caracal/outbox";
-import { createLogger, loadConfigOrExit, runUntilSignal, startOpsServer } from "@caracal/service-kit";
-import { StreamPublisher, closeClient, connectRedis, errorMessage } from "@caracal/streams-core";
+import { runService } from "@caracal/service-kit";
+import { StreamPublisher } from "@caracal/streams-core";
 
-import { describeConfig, loadConfig } from "./config.js";
+import { loadConfig } from "./config.js";
 import { OutboxDispatcher } from "./dispatcher.js";
 import { NotifyListener } from "./listener.js";
 import { createMetrics } from "./metrics.js";
 import { RetentionSweeper } from "./retention.js";
 
-const logger = createLogger("outbox-dispatcher");
-
-const config = loadConfigOrExit(logger, () => loadConfig(process.env));
-logger.info({ config: describeConfig(config) }, "starting outbox dispatcher");
-
-const pool = createPool(config.databaseUrl, { application_name: "outbox-dispatcher" });
-pool.on("error", (error) => logger.warn({ err: errorMessage(error) }, "idle PostgreSQL connection failed"));
-const redis = connectRedis(config.redisUrl, { connectionName: "outbox-dispatcher" });
-let lastRedisErrorAt = 0;
-redis.on("error", (error: Error) => {
-  if (Date.now() - lastRedisErrorAt < 5_000) return;
-  lastRedisErrorAt = Date.now();
-  logger.warn({ err: errorMessage(error) }, "Redis connection error");
-});
-
-const streamMaxLen = config.streamMaxLen;
-const publisher = new StreamPublisher({ redis, signing: config.signing, keyPrefix: config.keyPrefix, maxLenFor: () => streamMaxLen });
-const metrics = createMetrics(pool, { defaultMetrics: true });
-const owner = `${config.hostname}-${process.pid}-${randomBytes(3).toString("hex")}`;
-const dispatcher = new OutboxDispatcher({
-  pool,
-  publisher,
-  redis,
-  metrics,
-  logger,
-  owner,
-  batchSize: config.batchSize,
-  pollMs: config.pollMs,
-  maxAttempts: config.maxAttempts,
-  leaseMs: config.leaseMs,
-  publishTimeoutMs: config.publishTimeoutMs,
-  backoffBaseMs: config.backoffBaseMs,
-});
-const listener = new NotifyListener({ connectionString: config.databaseUrl, channel: OUTBOX_CHANNEL, onWake: () => dispatcher.wake(), logger });
-const sweeper = new RetentionSweeper({ pool, logger, ...config.retention });
-
-const ops = await startOpsServer({
-  port: config.port,
-  registry: metrics.registry,
-  readiness: {
-    postgres: async () => (await pool.query("SELECT 1")).rowCount === 1,
-    redis: async () => (await redis.ping()) === "PONG",
-    dispatcher: () => dispatcher.state === "running",
-  },
-});
-logger.info({ port: ops.port, owner }, "outbox dispatcher running");
-
-await runUntilSignal(
-  logger,
-  async (signal) => {
+await runService({
+  name: "outbox-dispatcher",
+  loadConfig,
+  postgres: true,
+  async start({ config, logger, redis, pool, registry, signal, replica, ready, onStop }) {
+    const publisher = new StreamPublisher({ redis, signing: config.signing, keyPrefix: config.keyPrefix, maxLenFor: () => config.streamMaxLen });
+    const metrics = createMetrics(pool, { registry });
+    const dispatcher = new OutboxDispatcher({ ...config, pool, publisher, redis, metrics, logger, owner: `${config.hostname}-${replica}` });
+    const listener = new NotifyListener({ connectionString: config.databaseUrl, channel: OUTBOX_CHANNEL, onWake: () => dispatcher.wake(), logger });
+    const sweeper = new RetentionSweeper({ pool, logger, ...config.retention });
     listener.start();
     sweeper.start();
-    await dispatcher.run(signal);
+    const running = dispatcher.run(signal);
+    ready("dispatcher", () => dispatcher.state === "running");
+    onStop("dispatcher", () => running);
+    onStop("listener", () => listener.close());
+    onStop("retention", () => sweeper.stop());
   },
-  { forceAfterMs: config.shutdownGraceMs },
-);
-
-await listener.close();
-await sweeper.stop();
-await ops.close();
-await closeClient(redis);
-await pool.end();
-logger.info("outbox dispatcher stopped");
+});

@@ -18,8 +18,8 @@ export interface DispatcherMetrics {
  * The dispatcher's metrics on its own registry. Pending rows, failed rows and the oldest pending age are
  * read from the table at scrape time (one aggregate over the pending partial index).
  */
-export function createMetrics(pool: pg.Pool, options: { defaultMetrics?: boolean } = {}): DispatcherMetrics {
-  const registry = new Registry();
+export function createMetrics(pool: pg.Pool, options: { defaultMetrics?: boolean; registry?: Registry } = {}): DispatcherMetrics {
+  const registry = options.registry ?? new Registry();
   if (options.defaultMetrics) collectDefaultMetrics({ register: registry });
   let stats: Promise<{ pending: number; failed: number; oldest_pending_s: number } | undefined> | undefined;
   // One query per scrape serves the three gauges.

@@ -104,7 +104,7 @@ describe.skipIf(!hasRedis() || !hasPostgres())("traffic generator", () => {
     const port = await new Promise<number>((resolve, reject) => {
       child.stdout.on("data", (chunk: Buffer) => {
         output += chunk.toString();
-        const m = /"port":(\d+),"msg":"ops server listening/.exec(output);
+        const m = /"port":(\d+)[^\n]*traffic generator running/.exec(output);
         if (m) resolve(Number(m[1]));
       });
       child.once("exit", (code) => reject(new Error(`exited early with ${code}: ${output}`)));
