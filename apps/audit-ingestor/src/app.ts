@@ -153,7 +153,7 @@ export async function startAuditIngestor(
       try {
         const summary = (await redis.xpending(key, TOPIC.groups.auditIngestor)) as [number, string | null, string | null, unknown];
         const oldest = summary[1];
-        metrics.oldestPendingAge.set(oldest ? Math.max(0, (Date.now() - Number(oldest.split("-")[0])) / 1000) : 0);
+        metrics.oldestPendingAge.set({ stream: TOPIC.stream, group: TOPIC.groups.auditIngestor }, oldest ? Math.max(0, (Date.now() - Number(oldest.split("-")[0])) / 1000) : 0);
       } catch {
         // the group may not exist yet, or Redis is away: the consumer reports that
       }

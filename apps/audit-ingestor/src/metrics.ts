@@ -1,42 +1,41 @@
 /**
  * Prometheus metrics of the audit ingestor, on one registry served at /metrics. The consumer engine
- * reports through `consumerHooks`. The exporter, retention and leases register theirs on the same registry
+ * reports through `consumerHooks` (the shared `caracal_stream_*` metrics). The exporter, retention and leases register theirs on the same registry
  * (`caracal_audit_export_*`, `caracal_audit_retention_*`, `caracal_leader{lease}`).
  */
-import type { ConsumerMetricsHooks, DeadLetterReason } from "@caracal/streams-core";
+import type { ConsumerMetricsHooks } from "@caracal/streams-core";
+import { Topics, createPrometheusConsumerMetrics } from "@caracal/streams-core";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 
 export class AuditMetrics {
   readonly registry: Registry;
-  readonly inserted = new Counter({ name: "audit_events_inserted_total", help: "Rows inserted into audit_events", registers: [] });
-  readonly duplicates = new Counter({ name: "audit_events_duplicates_total", help: "Redelivered events already stored with identical content (no-op)", registers: [] });
-  readonly rejected = new Counter({ name: "audit_events_rejected_total", help: "Entries rejected (dead-lettered at once), by reason", labelNames: ["reason"], registers: [] });
-  readonly deadLetters = new Counter({ name: "audit_dead_letters_total", help: "Entries written to caracal.audit.events.dlq, by reason", labelNames: ["reason"], registers: [] });
-  readonly dlqRows = new Counter({ name: "audit_events_dlq_rows_total", help: "Entries moved to the audit_events_dlq table after AUDIT_MAX_DELIVERIES", registers: [] });
-  readonly writeFailures = new Counter({ name: "audit_ledger_write_failures_total", help: "Ledger batch transactions that failed (entries left pending)", registers: [] });
+  readonly inserted = new Counter({ name: "caracal_audit_events_inserted_total", help: "Rows inserted into audit_events", registers: [] });
+  readonly duplicates = new Counter({ name: "caracal_audit_events_duplicates_total", help: "Redelivered events already stored with identical content (no-op)", registers: [] });
+  readonly rejected = new Counter({ name: "caracal_audit_events_rejected_total", help: "Entries rejected (dead-lettered at once), by reason", labelNames: ["reason"], registers: [] });
+  readonly dlqRows = new Counter({ name: "caracal_audit_events_dlq_rows_total", help: "Entries moved to the audit_events_dlq table after AUDIT_MAX_DELIVERIES", registers: [] });
+  readonly writeFailures = new Counter({ name: "caracal_audit_ledger_write_failures_total", help: "Ledger batch transactions that failed (entries left pending)", registers: [] });
   readonly batchSeconds = new Histogram({
-    name: "audit_ledger_batch_seconds",
+    name: "caracal_audit_ledger_batch_duration_seconds",
     help: "Duration of one ledger batch transaction",
     buckets: [0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers: [],
   });
-  readonly received = new Counter({ name: "audit_entries_received_total", help: "Stream entries read", registers: [] });
-  readonly acked = new Counter({ name: "audit_entries_acked_total", help: "Stream entries acknowledged", registers: [] });
-  readonly reclaimed = new Counter({ name: "audit_entries_reclaimed_total", help: "Entries reclaimed with XAUTOCLAIM", registers: [] });
-  readonly trimmed = new Counter({ name: "audit_entries_trimmed_total", help: "Entries trimmed while pending (acked and counted)", registers: [] });
-  readonly lag = new Gauge({ name: "audit_consumer_lag", help: "Entries in the stream not yet delivered to the group", registers: [] });
-  readonly pending = new Gauge({ name: "audit_consumer_pending", help: "Entries delivered to the group and not acknowledged", registers: [] });
-  readonly oldestPendingAge = new Gauge({ name: "audit_pending_oldest_age_seconds", help: "Age of the oldest pending entry of the group", registers: [] });
-  readonly chainBreaks = new Counter({ name: "audit_chain_breaks_total", help: "Ledger and producer-chain breaks found (ingest and sweeper), by kind", labelNames: ["kind"], registers: [] });
-  readonly sweeps = new Counter({ name: "audit_tamper_sweeps_total", help: "Tamper sweeps, by outcome", labelNames: ["outcome"], registers: [] });
-  readonly sweepRowsChecked = new Counter({ name: "audit_tamper_sweep_rows_total", help: "Rows re-verified by the tamper sweeper", registers: [] });
+  readonly oldestPendingAge = new Gauge({
+    name: "caracal_stream_oldest_pending_age_seconds",
+    help: "Age of the group's oldest pending entry (by its entry id)",
+    labelNames: ["stream", "group"],
+    registers: [],
+  });
+  readonly chainBreaks = new Counter({ name: "caracal_audit_chain_breaks_total", help: "Ledger and producer-chain breaks found (ingest and sweeper), by kind", labelNames: ["kind"], registers: [] });
+  readonly sweeps = new Counter({ name: "caracal_audit_tamper_sweeps_total", help: "Tamper sweeps, by outcome", labelNames: ["outcome"], registers: [] });
+  readonly sweepRowsChecked = new Counter({ name: "caracal_audit_tamper_sweep_rows_total", help: "Rows re-verified by the tamper sweeper", registers: [] });
   readonly schemaDeviations = new Counter({
     name: "caracal_audit_schema_deviations_total",
     help: "Stored events that deviate from the published audit event schema, by field (WIRE §6: stored as sent, never dead-lettered)",
     labelNames: ["field"],
     registers: [],
   });
-  readonly replayed = new Counter({ name: "audit_replay_events_total", help: "Events read from AUDIT_REPLAY_DIR files, by outcome", labelNames: ["outcome"], registers: [] });
+  readonly replayed = new Counter({ name: "caracal_audit_replay_events_total", help: "Events read from AUDIT_REPLAY_DIR files, by outcome", labelNames: ["outcome"], registers: [] });
 
   /**
    * On `registry` (the service's one registry) when given, else a registry of its own with the process
@@ -50,16 +49,8 @@ export class AuditMetrics {
     }
   }
 
-  /** Hooks for the consumer engine. */
-  consumerHooks(): ConsumerMetricsHooks {
-    return {
-      received: (n) => this.received.inc(n),
-      acked: (n) => this.acked.inc(n),
-      deadLettered: (reason: DeadLetterReason, n) => this.deadLetters.inc({ reason }, n),
-      reclaimed: (n) => this.reclaimed.inc(n),
-      trimmed: (n) => this.trimmed.inc(n),
-      lag: (n) => this.lag.set(n),
-      pending: (n) => this.pending.set(n),
-    };
+  /** The consumer engine's hooks: the shared `caracal_stream_*` metrics, labelled with the audit stream and group. */
+  consumerHooks(): Required<ConsumerMetricsHooks> {
+    return createPrometheusConsumerMetrics(this.registry, { stream: Topics.auditEvents.stream, group: Topics.auditEvents.groups.auditIngestor });
   }
 }

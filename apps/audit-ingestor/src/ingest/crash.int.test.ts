@@ -70,12 +70,13 @@ describe.skipIf(!hasPostgres() || !hasRedis())("ingestor processes killed with S
       await publisher.publishBatch(events.slice(i, i + 500).map((e) => ({ stream: AUDIT_STREAM, fields: makeFrame(e) })));
     }
 
-    // 1) killed by itself right after its 4th commit: 4 batches stored, the last one never acked
+    // 1) killed by itself right after its 4th commit: 4 batches stored, the last one never acked (a batch
+    // may hold fewer than AUDIT_BATCH_SIZE entries: reads are also sized by AUDIT_MAX_INFLIGHT_BYTES)
     const first = spawnIngestor("node-a", { CRASH_AFTER_BATCHES: "4" });
     const firstExit = await first.exited;
     expect(firstExit.signal).toBe("SIGKILL");
     const afterFirst = await rows();
-    expect(afterFirst).toBeGreaterThanOrEqual(200);
+    expect(afterFirst).toBeGreaterThanOrEqual(4);
     expect(await pendingCount(redis.client, redis.keyPrefix)).toBeGreaterThan(0);
 
     // 2) another node killed from outside at an arbitrary point while it ingests
@@ -101,7 +102,7 @@ describe.skipIf(!hasPostgres() || !hasRedis())("ingestor processes killed with S
     const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
     expect(ready.status).toBe(200);
     const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-    expect(metrics).toMatch(/audit_events_duplicates_total [1-9]/);
+    expect(metrics).toMatch(/caracal_audit_events_duplicates_total [1-9]/);
 
     // 4) SIGTERM: a clean stop
     third.process.kill("SIGTERM");

@@ -141,7 +141,7 @@ async function replayFile(path: string, options: ReplayOptions): Promise<{ store
     if (failed.length > 0) throw new Error(`dead-letter write failed for ${failed.length} lines: ${errorMessage(failed[0])}`);
     for (const b of bad) {
       options.metrics?.rejected.inc({ reason: b.reason });
-      options.metrics?.deadLetters.inc({ reason: b.reason });
+      options.metrics?.consumerHooks().deadLettered(b.reason, 1);
     }
   }
   options.metrics?.replayed.inc({ outcome: "stored" }, stored);
