@@ -8,7 +8,7 @@ import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
 import { Topics, streamKey } from "@caracal/streams-core";
-import { createMigratedDatabase, createTestRedis, hasPostgres, hasRedis } from "@caracal/testkit";
+import { createMigratedDatabase, createTestRedis, hasPostgres, hasRedis, startTcpProxy, withDatabase } from "@caracal/testkit";
 import type { TestDatabase, TestRedis } from "@caracal/testkit";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 
@@ -127,5 +127,56 @@ describe.skipIf(!hasRedis() || !hasPostgres())("dispatcher process", () => {
     child.process.stdout?.on("data", (c: Buffer) => (stdout += c.toString()));
     expect(await child.exited).toBe(1);
     for (const v of ["CARACAL_OUTBOX_BATCH", "CARACAL_MODE", "REDIS_URL"]) expect(stdout).toContain(v);
+  });
+
+  it("rides out PostgreSQL dropping its connections: not ready meanwhile, resumes by itself, loses no row (15.2)", async () => {
+    const proxy = await startTcpProxy("127.0.0.1", Number(new URL(db.url).port || 5432));
+    try {
+      const viaProxy = withDatabase(db.url.replace(/@[^/]+\//, `@127.0.0.1:${proxy.port}/`), db.name);
+      const child = spawnDispatcher(db, redis, { DATABASE_URL: viaProxy, CARACAL_OUTBOX_POLL_MS: "50" });
+      children.push(child);
+      const port = await child.port;
+      const insert = (from: number, to: number) =>
+        db.pool.query(
+          `INSERT INTO event_outbox (id, stream_name, payload_json) SELECT 'cut-' || lpad(g::text, 4, '0'), $1, jsonb_build_object('zone_id', 'z' || g) FROM generate_series($2::int, $3::int) g`,
+          [STREAM, from, to],
+        );
+      await insert(1, 50);
+      await waitFor(async () => (await db.pool.query("SELECT 1 FROM event_outbox WHERE dispatched_at IS NULL")).rowCount === 0, 30_000, "the first rows dispatched");
+      // the held connection, the LISTEN connection and every idle one drop at once
+      await proxy.cut();
+      await insert(51, 100);
+      await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 503, 15_000, "not ready while PostgreSQL is away");
+      await new Promise((r) => setTimeout(r, 1_500));
+      expect(child.process.exitCode).toBeNull();
+      expect(child.process.signalCode).toBeNull();
+      await proxy.restore();
+      await waitFor(async () => (await db.pool.query("SELECT 1 FROM event_outbox WHERE dispatched_at IS NULL")).rowCount === 0, 60_000, "every row dispatched after the cut");
+      await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200, 15_000, "ready again");
+      const ids = new Set((await readStream(redis.client, STREAM, redis.keyPrefix)).map((e) => e.fields.outbox_id));
+      expect(ids.size).toBe(100);
+      child.process.kill("SIGTERM");
+      expect(await child.exited).toBe(0);
+    } finally {
+      await proxy.close();
+    }
+  }, 120_000);
+
+  it("never writes a password of DATABASE_URL or REDIS_URL to its output (15.5)", async () => {
+    const secret = "S3cretPassw0rd";
+    const dbUrl = new URL(db.url);
+    dbUrl.password = secret;
+    dbUrl.searchParams.set("password", secret); // trust authentication: accepted whatever it says
+    const child = spawnDispatcher(db, redis, { DATABASE_URL: dbUrl.toString(), REDIS_URL: redis.url.replace("redis://", `redis://:${secret}@`), LOG_LEVEL: "debug" });
+    children.push(child);
+    let output = "";
+    child.process.stdout?.on("data", (c: Buffer) => (output += c.toString()));
+    child.process.stderr?.on("data", (c: Buffer) => (output += c.toString()));
+    await child.port.catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 500));
+    child.process.kill("SIGTERM");
+    await child.exited;
+    expect(output).toContain("outbox-dispatcher starting");
+    expect(output).not.toContain(secret);
   });
 });

@@ -3,3 +3,4 @@ export * from "./postgres.js";
 export * from "./services.js";
 export * from "./s3.js";
 export * from "./redis-cluster.js";
+export * from "./tcp-proxy.js";

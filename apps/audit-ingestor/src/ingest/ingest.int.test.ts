@@ -1,5 +1,5 @@
 import { signAuditData } from "@caracal/streams-core";
-import { createMigratedDatabase, createTestRedis, hasPostgres, hasRedis, withDatabase } from "@caracal/testkit";
+import { createMigratedDatabase, createTestRedis, hasPostgres, hasRedis, startTcpProxy, withDatabase } from "@caracal/testkit";
 import type { TestDatabase, TestRedis } from "@caracal/testkit";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 
@@ -7,7 +7,7 @@ import type { AuditIngestor } from "../app.js";
 import { startAuditIngestor } from "../app.js";
 import { makeEvent, makeFrame, TEST_AUDIT_KEY } from "../test-support/events.js";
 import { deadLetters, pendingCount, silentLogger, testConfig, testPublisher, waitFor, xaddRaw, AUDIT_STREAM } from "../test-support/harness.js";
-import { startTcpProxy } from "../test-support/tcp-proxy.js";
+
 import { verifyZone } from "../verify/ledger-verify.js";
 
 describe.skipIf(!hasPostgres() || !hasRedis())("audit ingest (real Redis and PostgreSQL)", () => {
