@@ -9,6 +9,7 @@ import { createPool } from "@caracal/db";
 import type { Fields, RedisClient } from "@caracal/streams-core";
 import {
   DeadLetterWriter,
+  sleep,
   StreamConsumer,
   Topics,
   closeClient,
@@ -48,20 +49,6 @@ const TOPIC = Topics.auditEvents;
 const REPLAY_RETRY_MS = 5_000;
 const PENDING_SAMPLE_MS = 5_000;
 
-function sleep(ms: number, signal: AbortSignal): Promise<boolean> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve(false);
-    const t = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve(true);
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(t);
-      resolve(false);
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
-}
 
 export async function startAuditIngestor(
   config: AuditConfig,

@@ -2,7 +2,9 @@ import { createTestRedis, hasRedis } from "@caracal/testkit";
 import type { TestRedis } from "@caracal/testkit";
 import { afterEach, describe, expect, it } from "vitest";
 
-import { abortableSleep, LeaseKeeper, RedisLease } from "./lease.js";
+import { sleep } from "@caracal/streams-core";
+
+import { LeaseKeeper, RedisLease } from "./lease.js";
 import type { LeaseLossReason } from "./lease.js";
 
 let redis: TestRedis | undefined;
@@ -15,7 +17,7 @@ async function until(predicate: () => boolean, timeoutMs = 5_000): Promise<void>
   const end = Date.now() + timeoutMs;
   while (!predicate()) {
     if (Date.now() > end) throw new Error("condition not met in time");
-    await abortableSleep(10);
+    await sleep(10);
   }
 }
 
@@ -49,7 +51,7 @@ describe.skipIf(!hasRedis())("RedisLease", () => {
     redis = await createTestRedis("lease");
     const lease = new RedisLease({ redis: redis.client, key: "l", keyPrefix: redis.keyPrefix, ttlMs: 300 });
     expect(await lease.tryAcquire()).toBe(true);
-    await abortableSleep(1_000);
+    await sleep(1_000);
     expect(lease.held).toBe(true);
     expect(lease.signal.aborted).toBe(false);
     const pttl = await redis.client.pttl(`${redis.keyPrefix}l`);
@@ -104,7 +106,7 @@ describe.skipIf(!hasRedis())("LeaseKeeper", () => {
           if (running.size > 0) overlap = true;
           running.add(who);
           runs.push({ who, token: fencingToken });
-          await abortableSleep(15);
+          await sleep(15);
           running.delete(who);
         },
       });
@@ -123,12 +125,12 @@ describe.skipIf(!hasRedis())("LeaseKeeper", () => {
         if (running.size > 0) overlap = true;
         running.add("b");
         runs.push({ who: "b", token: fencingToken });
-        await abortableSleep(15);
+        await sleep(15);
         running.delete("b");
       },
     });
     const runB = b.run(stopB.signal);
-    await abortableSleep(300);
+    await sleep(300);
     expect(runs.every((r) => r.who === "a")).toBe(true);
     stopA.abort();
     await runA;
@@ -153,7 +155,7 @@ describe.skipIf(!hasRedis())("LeaseKeeper", () => {
       taskEveryMs: 10,
       task: async ({ signal, fencingToken }) => {
         if (!tokens.includes(fencingToken)) tokens.push(fencingToken);
-        await abortableSleep(5_000, signal);
+        await sleep(5_000, signal);
         if (signal.aborted) abortedWhileRunning++;
       },
     });

@@ -13,7 +13,7 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 
-import { CaracalError } from "@caracal/streams-core";
+import { CaracalError, sleep } from "@caracal/streams-core";
 import type { RedisClient } from "@caracal/streams-core";
 import type { Logger } from "pino";
 import { Gauge } from "prom-client";
@@ -255,7 +255,7 @@ export class LeaseKeeper {
         this.logger?.warn({ lease: this.lease.key, err: error }, "lease acquisition failed");
       }
       if (!acquired) {
-        await abortableSleep(this.acquireEveryMs, signal);
+        await sleep(this.acquireEveryMs, signal);
         continue;
       }
       const token = this.lease.fencingToken;
@@ -269,7 +269,7 @@ export class LeaseKeeper {
           } catch (error) {
             if (!tenure.aborted) this.logger?.error({ lease: this.lease.key, err: error }, "leader task failed");
           }
-          await abortableSleep(this.taskEveryMs, tenure);
+          await sleep(this.taskEveryMs, tenure);
         }
       } finally {
         await this.lease.release();
@@ -277,22 +277,6 @@ export class LeaseKeeper {
       }
     }
   }
-}
-
-/** Resolves after `ms` or as soon as `signal` aborts; never rejects. */
-export function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const onAbort = () => {
-      clearTimeout(timer);
-      resolve();
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
 }
 
 /**

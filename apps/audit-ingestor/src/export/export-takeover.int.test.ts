@@ -5,7 +5,7 @@ import { fileURLToPath } from "node:url";
 
 import { HeadObjectCommand } from "@aws-sdk/client-s3";
 import type { S3Client } from "@aws-sdk/client-s3";
-import { abortableSleep } from "@caracal/service-kit";
+import { sleep } from "@caracal/streams-core";
 import { createMigratedDatabase, createTestRedis, hasPostgres, hasRedis, startS3 } from "@caracal/testkit";
 import type { TestDatabase, TestRedis, TestS3 } from "@caracal/testkit";
 import { pino } from "pino";
@@ -103,7 +103,7 @@ describe.skipIf(!hasPostgres() || !hasRedis())("export leader killed", () => {
     });
     const stop = new AbortController();
     const running = replica.run(stop.signal);
-    await abortableSleep(3 * LEASE_TTL_MS);
+    await sleep(3 * LEASE_TTL_MS);
     expect(await redis.client.get(leaseKey)).toBe(childOwner); // the live child keeps renewing
 
     child.kill("SIGKILL");
@@ -113,7 +113,7 @@ describe.skipIf(!hasPostgres() || !hasRedis())("export leader killed", () => {
       const { rows } = await db.pool.query("SELECT exported_through FROM audit_export_watermark");
       if ((rows[0]?.exported_through as Date | null)?.getTime() === H0 + 4 * HOUR_MS) break;
       if (Date.now() > deadline) throw new Error("the replica did not take over");
-      await abortableSleep(50);
+      await sleep(50);
     }
     const tookOverAfterMs = Date.now() - killedAt;
     stop.abort();

@@ -1,4 +1,4 @@
-import { abortableSleep } from "@caracal/service-kit";
+import { sleep } from "@caracal/streams-core";
 import { createMigratedDatabase, createTestRedis, hasPostgres, hasRedis, startS3 } from "@caracal/testkit";
 import { pino } from "pino";
 import { Registry } from "prom-client";
@@ -38,7 +38,7 @@ describe.skipIf(!hasPostgres() || !hasRedis())("runLeaders", () => {
       for (;;) {
         const { rows } = await db.pool.query("SELECT id FROM audit_events ORDER BY chain_seq");
         if (rows.length === 1 || Date.now() > deadline) break;
-        await abortableSleep(50);
+        await sleep(50);
       }
       const gauge = await registry.getSingleMetricAsString("caracal_leader");
       expect(gauge).toContain('lease="audit:leader:export"} 1');

@@ -1,4 +1,4 @@
-import { abortableSleep } from "@caracal/service-kit";
+import { sleep } from "@caracal/streams-core";
 import { createMigratedDatabase, createTestRedis, hasPostgres, hasRedis } from "@caracal/testkit";
 import type { TestDatabase, TestRedis } from "@caracal/testkit";
 import { pino } from "pino";
@@ -124,7 +124,7 @@ describe.skipIf(!hasPostgres() || !hasRedis())("retention", () => {
     const a = retention({ registry: registryA, intervalMs: 50, leaseTtlMs: 1_000 }).run(stop.signal);
     const b = retention({ registry: registryB, intervalMs: 50, leaseTtlMs: 1_000, redis: redis.connect() }).run(stop.signal);
     const deadline = Date.now() + 10_000;
-    while ((await ids("z")).length > 1 && Date.now() < deadline) await abortableSleep(50);
+    while ((await ids("z")).length > 1 && Date.now() < deadline) await sleep(50);
     expect(await ids("z")).toEqual(["n-1"]);
     const leaders = [registryA, registryB].map(async (r) => (await r.getSingleMetricAsString("caracal_leader")).includes('lease="audit:leader:retention"} 1'));
     expect((await Promise.all(leaders)).filter(Boolean)).toHaveLength(1);

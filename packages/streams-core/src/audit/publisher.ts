@@ -30,6 +30,7 @@ import { Topics } from "../registry.js";
 import type { AuditEvent } from "../schemas.js";
 import { auditEventSchema, formatIssues } from "../schemas.js";
 import type { SignaturePolicy } from "../signing.js";
+import { sleep } from "../timing.js";
 import { encodeAuditFrame } from "./frame.js";
 import {
   ReplayFileFormatError,
@@ -421,8 +422,4 @@ export class AuditPublisher {
     this.backlog = false;
     return true;
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
