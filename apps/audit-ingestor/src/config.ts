@@ -60,15 +60,15 @@ export const envSchema = z.object({
   AUDIT_BATCH_SIZE: intVar(100, { min: 1, max: 10_000 }),
   /**
    * Batches handled at once; batches waiting for the ledger are merged into one transaction (group commit).
-   * Default 16: with fewer, the reader stalls while a transaction commits (the sweep in
-   * docs/benchmarks.md; above 16 the gain is within the noise of the 2-core bench machine).
+   * Default 16: with fewer, the reader stalls while a transaction commits; `pnpm bench:audit` measures
+   * the effect of a setting.
    */
   AUDIT_CONCURRENCY: intVar(16, { min: 1, max: 64 }),
   /**
    * Worker threads that verify and hash entries (frame sig, JSON, schema, content_sha256, COPY text) while
    * the main thread reads, writes the ledger and acks; 0 verifies on the main thread. Default 1 where
-   * there are at least 2 CPUs, else 0. bench:audit on 2 cores: 0.45 of COPY with 0 workers, 0.48 with 1,
-   * for about 45 MiB more RSS per worker; more workers pay off only where the ingestor has more cores.
+   * there are at least 2 CPUs, else 0. Each worker costs its own heap; more workers pay off only where the
+   * ingestor has more cores (`pnpm bench:audit` with AUDIT_VERIFY_WORKERS set measures both).
    */
   AUDIT_VERIFY_WORKERS: intVar(availableParallelism() >= 2 ? 1 : 0, { min: 0, max: 64 }),
   /**

@@ -62,7 +62,7 @@ export class RespWriter {
    * One argument: `$<byte length>\r\n<bytes>\r\n`. The header is written for the string's length, then
    * the string is encoded by one native `Buffer.write`, whose byte count tells whether it was all ASCII
    * (bytes = length); if not, the header is rewritten for the byte count. (No per-character JS loop:
-   * `charCodeAt` runs about 3.5x slower in a process where any class extends `String`, as ioredis 6's
+   * `charCodeAt` runs markedly slower in a process where any class extends `String`, as ioredis 6's
    * `VerbatimString` does.)
    */
   bulk(value: string): void {

@@ -261,8 +261,8 @@ export class LedgerWriter {
       // one's snapshot includes every commit of the previous lock holder (READ COMMITTED). Values are
       // inlined: integers computed here, strings through escapeLiteral.
       // The three fixed statements are prepared once per connection and run with their generic plan:
-      // planning them each time cost PostgreSQL more than running them (about 1.5 ms for the neighbour read
-      // on the bench host). A generic plan is kept for the connection's life, so it must not depend on the
+      // planning them each time cost PostgreSQL more than running them (the neighbour read most of all).
+      // A generic plan is kept for the connection's life, so it must not depend on the
       // table's size when it was made: on a nearly empty table the planner prefers a sequential scan and a
       // hash join for the neighbour read, which a big table then pays on every batch. With sequential
       // scans off the plans are the index scans these reads are designed for, at any size. Both settings
