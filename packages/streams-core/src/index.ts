@@ -4,6 +4,7 @@ export * from "./registry.js";
 export * from "./codec.js";
 export * from "./schemas.js";
 export * from "./signing.js";
+export { hmacSha256Hex } from "./hmac.js";
 export * from "./redis.js";
 export * from "./publisher.js";
 export * from "./resp.js";

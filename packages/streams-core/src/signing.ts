@@ -1,5 +1,7 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
 
+import { hmacSha256Hex } from "./hmac.js";
+
 import { ConfigError } from "./errors.js";
 import type { Fields } from "./codec.js";
 
@@ -103,7 +105,7 @@ function compareBytes(a: string, b: string): number {
 }
 
 export function hmacHex(key: Buffer, bytes: Buffer | string): string {
-  return createHmac("sha256", key).update(bytes).digest("hex");
+  return typeof bytes === "string" ? hmacSha256Hex(key, bytes) : createHmac("sha256", key).update(bytes).digest("hex");
 }
 
 /**
@@ -190,7 +192,7 @@ export class StreamSigner {
 
   /** `_sig` alone over the fields as given (WIRE §3), as an upstream producer signs. */
   sign(stream: string, fields: Readonly<Fields>): string {
-    return createHmac("sha256", this.signingKey).update(canonicalText(stream, fields), "utf8").digest("hex");
+    return hmacSha256Hex(this.signingKey, canonicalText(stream, fields));
   }
 
   /**
@@ -198,8 +200,8 @@ export class StreamSigner {
    * `_sig` over the fields with that `_sig2` among them, as upstream verifiers compute it.
    */
   signatures(stream: string, fields: Readonly<Fields>): { sig: string; sig2: string } {
-    const sig2 = createHmac("sha256", this.signingKey).update(canonicalTextV2(stream, fields), "utf8").digest("hex");
-    const sig = createHmac("sha256", this.signingKey).update(canonicalTextWith(stream, fields, SIGNATURE_V2_FIELD, sig2), "utf8").digest("hex");
+    const sig2 = hmacSha256Hex(this.signingKey, canonicalTextV2(stream, fields));
+    const sig = hmacSha256Hex(this.signingKey, canonicalTextWith(stream, fields, SIGNATURE_V2_FIELD, sig2));
     return { sig, sig2 };
   }
 
@@ -230,8 +232,8 @@ export class StreamSigner {
     let okV2 = !hasV2;
     for (const key of this.verifyKeys) {
       // digest("hex") is cheaper than digest() + Buffer.from(presented, "hex") per entry (bench:core).
-      if (hexEqualsConstantTime(presented, createHmac("sha256", key).update(bytes, "utf8").digest("hex"))) ok = true;
-      if (bytesV2 !== undefined && hexEqualsConstantTime(presentedV2 as string, createHmac("sha256", key).update(bytesV2, "utf8").digest("hex"))) okV2 = true;
+      if (hexEqualsConstantTime(presented, hmacSha256Hex(key, bytes))) ok = true;
+      if (bytesV2 !== undefined && hexEqualsConstantTime(presentedV2 as string, hmacSha256Hex(key, bytesV2))) okV2 = true;
     }
     return ok && okV2 ? "valid" : "invalid";
   }

@@ -2,7 +2,9 @@
  * The two hashes of the ledger (WIRE §7): `content_sha256` of an event and the per-zone `hmac_chain`.
  * Both are pure functions of stored data, so the sweeper and `verify` recompute them from rows alone.
  */
-import { createHmac, hash } from "node:crypto";
+import { hash } from "node:crypto";
+
+import { hmacSha256Hex } from "@caracal/streams-core/audit-frame";
 
 // the light subpath: verify worker threads load this module
 import { RejectedMessageError } from "@caracal/streams-core/errors";
@@ -144,5 +146,5 @@ function noCanonicalForm(why: string): RejectedMessageError {
  */
 export function chainLink(key: Buffer | undefined, previousChain: string, contentSha: string): string {
   if (key === undefined) return hash("sha256", previousChain + contentSha, "hex");
-  return createHmac("sha256", key).update(previousChain, "utf8").update(contentSha, "utf8").digest("hex");
+  return hmacSha256Hex(key, previousChain + contentSha);
 }

@@ -2,17 +2,20 @@
  * The audit frame on `caracal.audit.events` (WIRE §6): `id`, `data` (the event as JSON text), `sig`
  * (hex HMAC-SHA256 of the `data` bytes as sent, with AUDIT_HMAC_KEY), optionally `_sig` and `outbox_id`.
  */
-import { createHmac } from "node:crypto";
 
 import type { Fields } from "../codec.js";
 import { RejectedMessageError } from "../errors.js";
 import type { AuditEvent, AuditFrame } from "../schemas.js";
 import { auditEventSchema, auditFrameSchema, formatIssues, producerChainSchema } from "../schemas.js";
+import { hmacSha256Hex } from "../hmac.js";
+
+// the ledger's hmac_chain uses the same HMAC from worker threads, which load only this light subpath
+export { hmacSha256Hex } from "../hmac.js";
 import { hexEqualsConstantTime } from "../signing.js";
 
 /** hex HMAC-SHA256(AUDIT_HMAC_KEY, data bytes). */
 export function signAuditData(auditKey: Buffer, data: string): string {
-  return createHmac("sha256", auditKey).update(data, "utf8").digest("hex");
+  return hmacSha256Hex(auditKey, data);
 }
 
 /** Builds the frame fields for an event. `data` is serialized once; `sig` covers exactly those bytes. */
@@ -60,7 +63,7 @@ export function verifyAuditFrame(fields: Readonly<Fields>, auditKey: Buffer | un
   if (auditKey !== undefined) {
     if (frame.sig === undefined || frame.sig === "") throw new RejectedMessageError("signature_missing", "audit frame has no sig");
     // hex digest compared as strings in constant time: no Buffer per entry (same answer as decoding `sig`)
-    const expected = createHmac("sha256", auditKey).update(frame.data, "utf8").digest("hex");
+    const expected = hmacSha256Hex(auditKey, frame.data);
     if (!hexEqualsConstantTime(frame.sig, expected)) throw new RejectedMessageError("signature_invalid", "audit frame sig does not match data");
   }
   let parsed: unknown;
