@@ -102,6 +102,7 @@ describe.skipIf(!hasPostgres())("enqueue / requeue", () => {
       expect(await attempt(() => enqueue(client, "keysInvalidate", { key_id: "k" }))).toBeInstanceOf(OutboxFieldsInvalidError);
       expect(String(await attempt(() => enqueue(client, "agentsLifecycle", { event: "explode" as "spawn", zone_id: "z", agent_session_id: "a" })))).toMatch(/event/);
       expect(String(await attempt(() => enqueue(client, "keysInvalidate", { zone_id: "z", _sig: "x" })))).toMatch(/_sig: set by the dispatcher/);
+      expect(String(await attempt(() => enqueue(client, "keysInvalidate", { zone_id: "z", _sig2: "x" })))).toMatch(/_sig2: set by the dispatcher/);
       expect(String(await attempt(() => enqueue(client, "keysInvalidate", { zone_id: "z", outbox_id: "x" })))).toMatch(/outbox_id/);
       expect(String(await attempt(() => enqueue(client, "keysInvalidate", { zone_id: "a\u0000b" })))).toMatch(/NUL/);
       expect(String(await attempt(() => enqueue(client, "nope" as "keysInvalidate", { zone_id: "z" })))).toMatch(/not a registry topic/);

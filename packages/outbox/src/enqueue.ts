@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 
 import type { FieldInput, TopicInput, TopicName } from "@caracal/streams-core";
-import { SIGNATURE_FIELD, Topics, encodeFields, formatIssues, topicSchemas } from "@caracal/streams-core";
+import { SIGNATURE_FIELD, SIGNATURE_V2_FIELD, Topics, encodeFields, formatIssues, topicSchemas } from "@caracal/streams-core";
 
 import { OutboxFieldsInvalidError } from "./errors.js";
 import type { OutboxTx } from "./executor.js";
@@ -39,8 +39,8 @@ function checkedStream(topic: string, fields: unknown): string {
   const def = (Topics as Record<string, (typeof Topics)[TopicName] | undefined>)[topic];
   if (def === undefined) throw new OutboxFieldsInvalidError(topic, "not a registry topic");
   if (fields === null || typeof fields !== "object" || Array.isArray(fields)) throw new OutboxFieldsInvalidError(topic, "fields must be an object");
-  for (const reserved of [SIGNATURE_FIELD, OUTBOX_ID_FIELD]) {
-    if (reserved in fields) throw new OutboxFieldsInvalidError(topic, `${reserved}: set by the dispatcher, not by the producer`);
+  for (const reserved of [SIGNATURE_FIELD, SIGNATURE_V2_FIELD, OUTBOX_ID_FIELD]) {
+    if (Object.hasOwn(fields, reserved)) throw new OutboxFieldsInvalidError(topic, `${reserved}: set by the dispatcher, not by the producer`);
   }
   const encoded = encodeFields(fields as FieldInput);
   for (const [key, value] of Object.entries(encoded)) {
