@@ -10,9 +10,16 @@ export { migrateDatabase, MIGRATIONS_FOLDER } from "./migrate-lib.js";
 
 export type Database = NodePgDatabase<typeof schema>;
 
+/**
+ * Session setting of every connection: upstream's tables carry row-level security keyed on
+ * `caracal.zone_id` (`'*'` = every zone). A service here works across zones, as upstream's audit and
+ * dispatch services do; on a table without such a policy, or for the table's owner, it changes nothing.
+ */
+export const ALL_ZONES_SESSION_OPTION = "-c caracal.zone_id=*";
+
 /** A pool with the project's defaults; `max` sized for a service with a few concurrent batches. */
 export function createPool(connectionString: string, options: pg.PoolConfig = {}): pg.Pool {
-  return new pg.Pool({ connectionString, max: 10, ...options });
+  return new pg.Pool({ connectionString, max: 10, ...options, options: [ALL_ZONES_SESSION_OPTION, options.options].filter(Boolean).join(" ") });
 }
 
 export function createDatabase(pool: pg.Pool): Database {

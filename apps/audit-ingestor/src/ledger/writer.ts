@@ -101,6 +101,8 @@ export class LedgerWriter {
   private readonly overlapCommits: boolean;
   /** A transaction of this writer is before its COMMIT (the next one waits for that). */
   private writing = false;
+  /** What kind of audit_events this writer writes to (see LedgerShape). Read once, at the first write. */
+  private shape: Promise<LedgerShape> | undefined;
 
   constructor(options: LedgerWriterOptions) {
     this.pool = options.pool;
@@ -202,10 +204,15 @@ export class LedgerWriter {
    * attempt looks the ids up. New events, the steady state, cost PostgreSQL no lookup by id.
    */
   private async writeRetrying(prepared: readonly Prepared[], committing: () => void): Promise<KeyedResult> {
-    let lookUpIds = prepared.some((p) => p.redelivered);
+    this.shape ??= ledgerShape(this.pool);
+    const shape = await this.shape.catch((error: unknown) => {
+      this.shape = undefined;
+      throw error;
+    });
+    let lookUpIds = shape.partitioned || prepared.some((p) => p.redelivered);
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.writeOnce(prepared, lookUpIds, committing);
+        return await this.writeOnce(prepared, lookUpIds, shape.rowSecurity, committing);
       } catch (error) {
         if (error instanceof StoredIdError) {
           lookUpIds = true;
@@ -224,7 +231,7 @@ export class LedgerWriter {
    * and is retried with the lookup. A unique violation despite the lookup (a concurrent insert of the
    * same id into another zone, which holds a different lock) is retried the same way.
    */
-  private async writeOnce(prepared: readonly Prepared[], lookUpIds: boolean, committing: () => void): Promise<KeyedResult> {
+  private async writeOnce(prepared: readonly Prepared[], lookUpIds: boolean, staged: boolean, committing: () => void): Promise<KeyedResult> {
     const rejected = new Map<string, RejectedMessageError>();
     const duplicates = new Set<string>();
     const alerts: TamperAlert[] = [];
@@ -278,11 +285,13 @@ export class LedgerWriter {
         statements.push(`EXECUTE audit_producer_links(${textArray(ranges.producers)}, ${textArray(ranges.zones)}, ${intArray(ranges.from)}::bigint[], ${intArray(ranges.to)}::bigint[])`);
       }
       // the id lookup (redeliveries only) is planned per batch: its plan depends on how many ids it holds
-      if (lookUpIds) statements.push(`SELECT id, content_sha256 FROM audit_events WHERE id = ANY(${textArray(unique.map((p) => p.event.id))})`);
+      // (a row stored before an upstream database was adopted has no hmac_chain: upstream ingested it, and its
+      // content hash is upstream's, so a redelivery of it is a duplicate whatever its hash)
+      if (lookUpIds) statements.push(`SELECT id, CASE WHEN hmac_chain IS NULL THEN NULL ELSE content_sha256 END AS content_sha256 FROM audit_events WHERE id = ANY(${textArray(unique.map((p) => p.event.id))})`);
       const results = (await client.query(statements.join(";\n"))) as unknown as pg.QueryResult[];
       const headRows = results[4] as pg.QueryResult<{ zone_id: string; chain_seq: string | null; hmac_chain: string | null }>;
       const storedRows = ranges.producers.length > 0 ? (results[5] as pg.QueryResult<StoredLink>) : undefined;
-      const existingRows = lookUpIds ? (results[results.length - 1] as pg.QueryResult<{ id: string; content_sha256: string }>) : undefined;
+      const existingRows = lookUpIds ? (results[results.length - 1] as pg.QueryResult<{ id: string; content_sha256: string | null }>) : undefined;
       // A stored neighbour with the id of a new row is that row, stored before: look the ids up instead.
       if (!lookUpIds && storedRows !== undefined && storedRows.rows.some((r) => firstById.has(r.id))) throw new StoredIdError();
 
@@ -291,7 +300,7 @@ export class LedgerWriter {
       for (const p of unique) {
         const sha = storedSha.get(p.event.id);
         if (sha === undefined) fresh.push({ prepared: p, contentSha: p.contentSha, tamper: false, chainSeq: 0, hmacChain: "" });
-        else if (sha === p.contentSha) duplicates.add(p.key);
+        else if (sha === null || sha === p.contentSha) duplicates.add(p.key);
         else {
           alerts.push(replayAlert(p, sha));
           rejected.set(p.key, replayError(p.event.id));
@@ -301,7 +310,7 @@ export class LedgerWriter {
       const markStored = fresh.length > 0 ? this.checkProducerChains(fresh, storedRows?.rows ?? [], alerts) : [];
       try {
         // chain links are hashed while the COPY streams, so PostgreSQL inserts the first rows meanwhile
-        if (fresh.length > 0) await copyRows(client, fresh, this.chainAssigner(headRows.rows));
+        if (fresh.length > 0) await copyRows(client, fresh, this.chainAssigner(headRows.rows), staged);
         if (markStored.length > 0) await client.query("UPDATE audit_events SET tamper_detected = true WHERE id = ANY($1::text[])", [markStored]);
         if (alerts.length > 0) {
           await client.query(ALERT_SQL, [alerts.map((a) => a.zoneId), alerts.map((a) => a.eventId), alerts.map((a) => a.kind), alerts.map((a) => JSON.stringify(a.detail))]);
@@ -448,7 +457,7 @@ const PREPARE_SQL = [
   `PREPARE audit_zone_heads(text[]) AS SELECT z.zone_id, h.chain_seq, h.hmac_chain
   FROM unnest($1) AS z(zone_id)
   LEFT JOIN LATERAL (
-    SELECT chain_seq, hmac_chain FROM audit_events e WHERE e.zone_id = z.zone_id ORDER BY chain_seq DESC LIMIT 1
+    SELECT chain_seq, hmac_chain FROM audit_events e WHERE e.zone_id = z.zone_id AND e.chain_seq IS NOT NULL ORDER BY chain_seq DESC LIMIT 1
   ) h ON true`,
   `PREPARE audit_producer_links(text[], text[], bigint[], bigint[]) AS SELECT e.id, e.producer_id, e.zone_id, e.producer_seq, e.sig, e.producer_prev
   FROM unnest($1, $2, $3, $4) AS q(producer_id, zone_id, seq_from, seq_to)
@@ -457,6 +466,37 @@ const PREPARE_SQL = [
      WHERE x.producer_id = q.producer_id AND x.zone_id = q.zone_id AND x.producer_seq BETWEEN q.seq_from AND q.seq_to
   ) e ON true`,
 ].join(";\n");
+
+/**
+ * The kind of audit_events a writer writes to.
+ * - `partitioned`: an adopted upstream table, partitioned on occurred_at. Its primary key is
+ *   (id, occurred_at), so a stored id with another occurred_at does not fail the COPY: every batch looks
+ *   its ids up.
+ * - `rowSecurity`: upstream's row-level security applies to this connection's role (not the owner), and
+ *   PostgreSQL refuses COPY into such a table: rows are copied into a temporary staging table and moved
+ *   with one INSERT ... SELECT (the policy's WITH CHECK passes: the pool sets caracal.zone_id = '*').
+ */
+export interface LedgerShape {
+  partitioned: boolean;
+  rowSecurity: boolean;
+}
+
+export async function ledgerShape(pool: pg.Pool): Promise<LedgerShape> {
+  const { rows } = await pool.query<{ relkind: string; rls: boolean }>(
+    "SELECT relkind, row_security_active(oid) AS rls FROM pg_class WHERE oid = to_regclass('audit_events')",
+  );
+  return { partitioned: rows[0]?.relkind === "p", rowSecurity: rows[0]?.rls === true };
+}
+
+/** Whether audit_events is partitioned (an adopted upstream table; see LedgerShape). */
+export async function isPartitionedLedger(pool: pg.Pool): Promise<boolean> {
+  return (await ledgerShape(pool)).partitioned;
+}
+
+const STAGING_TABLE_SQL = "CREATE TEMP TABLE IF NOT EXISTS audit_events_staging (LIKE audit_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS";
+const STAGED_COPY_SQL = COPY_SQL.replace("COPY audit_events (", "COPY audit_events_staging (");
+const STAGED_COLUMNS = /\(([^)]*)\)/.exec(COPY_SQL)?.[1] ?? "";
+const STAGED_INSERT_SQL = `INSERT INTO audit_events (${STAGED_COLUMNS}) SELECT ${STAGED_COLUMNS} FROM audit_events_staging`;
 
 /** Connections that have PREPARE_SQL (shared by every writer: several may use one pool). */
 const preparedConnections = new WeakSet<pg.ClientBase>();
@@ -531,8 +571,10 @@ const COPY_CHUNK_ROWS = 128;
  * buffer: prefixes that arrive encoded (from a verify worker) are copied in as bytes, never decoded or
  * encoded again on this thread.
  */
-async function copyRows(client: pg.PoolClient, rows: readonly NewRow[], assign: (row: NewRow) => void): Promise<void> {
-  const stream = client.query(copyFrom(COPY_SQL));
+async function copyRows(client: pg.PoolClient, rows: readonly NewRow[], assign: (row: NewRow) => void, staged: boolean): Promise<void> {
+  // (every time: a table created in a transaction that then rolled back is gone again)
+  if (staged) await client.query(STAGING_TABLE_SQL);
+  const stream = client.query(copyFrom(staged ? STAGED_COPY_SQL : COPY_SQL));
   const finished = new Promise<void>((resolve, reject) => {
     stream.on("error", reject);
     stream.on("finish", () => resolve());
@@ -572,11 +614,12 @@ async function copyRows(client: pg.PoolClient, rows: readonly NewRow[], assign: 
   } catch (error) {
     // PostgreSQL names the line it refused ("COPY audit_events, line N, column ..."): the row's key rides
     // on the error, so the caller can set that row aside instead of searching the batch for it.
-    const line = /COPY audit_events, line (\d+)/.exec(String((error as { where?: unknown }).where ?? ""))?.[1];
+    const line = /COPY audit_events(?:_staging)?, line (\d+)/.exec(String((error as { where?: unknown }).where ?? ""))?.[1];
     const row = line === undefined ? undefined : rows[Number(line) - 1];
     if (row !== undefined && typeof error === "object" && error !== null) Object.assign(error, { refusedRowKey: row.prepared.key });
     throw error;
   }
+  if (staged) await client.query(STAGED_INSERT_SQL);
 }
 
 function replayError(id: string): RejectedMessageError {

@@ -53,7 +53,7 @@ export async function sweepOnce(options: SweeperOptions): Promise<SweepResult> {
     // Zones with events in the window, and the first chain_seq of each: verification runs from there to the
     // zone's end, so events ingested late with an old occurred_at are covered too.
     const zones = await pool.query<{ zone_id: string; lo: string }>(
-      "SELECT zone_id, min(chain_seq) AS lo FROM audit_events WHERE occurred_at >= $1 GROUP BY zone_id ORDER BY zone_id",
+      "SELECT zone_id, min(chain_seq) AS lo FROM audit_events WHERE occurred_at >= $1 AND chain_seq IS NOT NULL GROUP BY zone_id ORDER BY zone_id",
       [windowStart],
     );
     const breaks: LedgerBreak[] = [];

@@ -93,7 +93,9 @@ export async function verifyZone(zoneId: string, range: VerifyRange, options: Ve
   let prevChain = "";
   if (fromSeq > 1) {
     const before = await pool.query<{ chain_seq: string; hmac_chain: string }>(
-      "SELECT chain_seq, hmac_chain FROM audit_events WHERE zone_id = $1 AND chain_seq < $2 ORDER BY chain_seq DESC LIMIT 1",
+      // (a row ingested by upstream before its database was adopted has no hmac_chain: this project's chain
+      // starts after it, from the empty string, like after a retention anchor)
+      "SELECT chain_seq, COALESCE(hmac_chain, '') AS hmac_chain FROM audit_events WHERE zone_id = $1 AND chain_seq < $2 ORDER BY chain_seq DESC LIMIT 1",
       [zoneId, fromSeq],
     );
     const b = before.rows[0];
@@ -102,17 +104,17 @@ export async function verifyZone(zoneId: string, range: VerifyRange, options: Ve
       prevChain = b.hmac_chain;
     }
   }
-  if (prevSeq === undefined) {
-    // Retention records where a zone's chain now starts (audit_chain_anchors): the last deleted row.
-    const anchor = await pool.query<{ chain_seq: string; hmac_chain: string }>("SELECT chain_seq, hmac_chain FROM audit_chain_anchors WHERE zone_id = $1", [zoneId]);
-    const a = anchor.rows[0];
-    if (a !== undefined) {
-      prevSeq = Number(a.chain_seq);
-      prevChain = a.hmac_chain;
-    } else if (fromSeq <= 1) {
-      // no anchor: the chain must start at 1, so a first row with a higher seq means rows were removed
-      prevSeq = 0;
-    }
+  // Where a zone's chain now starts (audit_chain_anchors): the last row retention deleted, or the last row
+  // upstream ingested before its database was adopted. Rows at or below it are not checked: a range that
+  // starts below it starts at it.
+  const anchor = await pool.query<{ chain_seq: string; hmac_chain: string }>("SELECT chain_seq, hmac_chain FROM audit_chain_anchors WHERE zone_id = $1", [zoneId]);
+  const a = anchor.rows[0];
+  if (a !== undefined && Number(a.chain_seq) >= (prevSeq ?? fromSeq - 1)) {
+    prevSeq = Number(a.chain_seq);
+    prevChain = a.hmac_chain;
+  } else if (prevSeq === undefined && fromSeq <= 1) {
+    // no anchor: the chain must start at 1, so a first row with a higher seq means rows were removed
+    prevSeq = 0;
   }
 
   let rowsChecked = 0;

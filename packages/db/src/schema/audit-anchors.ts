@@ -14,3 +14,15 @@ export const auditChainAnchors = pgTable("audit_chain_anchors", {
   hmacChain: text("hmac_chain").notNull(),
   updatedAt: timestamptz("updated_at").notNull().default(sql`now()`),
 });
+
+/**
+ * Zones of an adopted upstream database (migration 0018): rows up to `adopted_through_seq` were ingested
+ * by upstream and are kept as they were; this project's chain starts after them (the zone's first
+ * audit_chain_anchors row). `rows_before`: how many rows the zone held at adoption.
+ */
+export const auditAdoptions = pgTable("audit_adoptions", {
+  zoneId: text("zone_id").primaryKey(),
+  adoptedThroughSeq: bigint("adopted_through_seq", { mode: "number" }).notNull(),
+  rowsBefore: bigint("rows_before", { mode: "number" }).notNull(),
+  adoptedAt: timestamptz("adopted_at").notNull().default(sql`now()`),
+});
