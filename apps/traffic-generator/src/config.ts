@@ -7,6 +7,9 @@ import type { CaracalServiceSettings } from "@caracal/service-kit";
 import { ConfigProblems, caracalModeOf, caracalServiceEnv, caracalServiceSettings, intVar, loadEnv, streamSigningFromEnv } from "@caracal/service-kit";
 import { z } from "zod";
 
+import { parseTamperKinds } from "./tamper.js";
+import type { TamperKind } from "./tamper.js";
+
 /** A non-negative rate in events per second (fractions allowed: 0.5 is one every two seconds). */
 const rateVar = (defaultValue: number) =>
   z.coerce
@@ -29,6 +32,10 @@ export const envSchema = z.object({
   TRAFFIC_ZONES: intVar(3, { min: 1, max: 10_000 }),
   /** Stop after this long; 0 runs until SIGTERM. Default 0. */
   TRAFFIC_DURATION_MS: intVar(0, { min: 0 }),
+  /** Tampering to demonstrate detection (`--tamper`): forge, drop, alter, delete (comma list) or all. Default none. */
+  TRAFFIC_TAMPER: z.string().default(""),
+  /** Pause between two rounds of tampering. Default 15,000 ms. */
+  TRAFFIC_TAMPER_EVERY_MS: intVar(15_000, { min: 100 }),
 });
 
 export interface TrafficConfig extends CaracalServiceSettings {
@@ -38,6 +45,8 @@ export interface TrafficConfig extends CaracalServiceSettings {
   outboxRate: number;
   zones: string[];
   durationMs: number;
+  tamper: TamperKind[];
+  tamperEveryMs: number;
 }
 
 /** Parses and validates the environment; throws one ConfigError naming every bad variable. */
@@ -50,7 +59,14 @@ export function loadConfig(env: NodeJS.ProcessEnv | Record<string, string | unde
   if (auditKeyHex !== undefined && auditKeyHex !== "") auditKey = problems.check(() => parseHmacKey(auditKeyHex, "AUDIT_HMAC_KEY"));
   else if (mode !== "dev") problems.add(`AUDIT_HMAC_KEY: required when CARACAL_MODE=${mode}`);
   const signing = problems.check(() => streamSigningFromEnv(env, mode));
-  if (!problems.empty || parsed === undefined || signing === undefined) throw problems.error();
+  const tamper = problems.check(() => {
+    try {
+      return parseTamperKinds(env.TRAFFIC_TAMPER);
+    } catch (error) {
+      throw new Error(`TRAFFIC_TAMPER: ${(error as Error).message}`);
+    }
+  });
+  if (!problems.empty || parsed === undefined || signing === undefined || tamper === undefined) throw problems.error();
   const e = parsed;
   return {
     ...caracalServiceSettings(e, mode, signing),
@@ -60,6 +76,8 @@ export function loadConfig(env: NodeJS.ProcessEnv | Record<string, string | unde
     outboxRate: e.TRAFFIC_OUTBOX_RATE,
     zones: Array.from({ length: e.TRAFFIC_ZONES }, (_, i) => `zone-${i + 1}`),
     durationMs: e.TRAFFIC_DURATION_MS,
+    tamper,
+    tamperEveryMs: e.TRAFFIC_TAMPER_EVERY_MS,
   };
 }
 

@@ -1,14 +1,22 @@
 /**
- * Composition root of the traffic generator (`node dist/main.js`): audit events through the audit
- * publisher and outbox rows at set rates, until SIGTERM/SIGINT (or TRAFFIC_DURATION_MS); then every
- * buffered audit event is flushed or spilled.
+ * Composition root of the traffic generator (`node dist/main.js [--tamper <kinds>]`): audit events
+ * through the audit publisher and outbox rows of every producer at set rates, until SIGTERM/SIGINT (or
+ * TRAFFIC_DURATION_MS); then every buffered audit event is flushed or spilled. `--tamper` (or
+ * TRAFFIC_TAMPER) forges, drops, alters or deletes events now and then (src/tamper.ts).
  */
+import { parseArgs } from "node:util";
+
 import { runService } from "@caracal/service-kit";
 import { AuditPublisher, createPrometheusAuditPublisherMetrics } from "@caracal/streams-core";
 import { Counter } from "prom-client";
 
 import { describeConfig, loadConfig } from "./config.js";
+import { runTamper } from "./tamper.js";
 import { runTraffic } from "./traffic.js";
+
+// `--tamper forge,alter` (or `--tamper` alone: every kind) is TRAFFIC_TAMPER given on the command line
+const { values: args } = parseArgs({ options: { tamper: { type: "string" } }, strict: false, allowPositionals: true });
+if (args.tamper !== undefined) process.env.TRAFFIC_TAMPER = typeof args.tamper === "string" ? args.tamper : "all";
 
 await runService({
   name: "traffic-generator",
@@ -32,5 +40,14 @@ await runService({
       if (!signal.aborted) stopService();
     });
     onStop("traffic", () => traffic);
+    if (config.tamper.length > 0) {
+      const tampered = new Counter({ name: "caracal_traffic_tampered_total", help: "Deliberate tampering done (--tamper)", labelNames: ["kind"], registers: [registry] });
+      logger.warn({ kinds: config.tamper, everyMs: config.tamperEveryMs }, "tampering is on: forged, dropped, altered or deleted events will be reported by the services");
+      const tampering = runTamper(
+        { kinds: config.tamper, everyMs: config.tamperEveryMs, redis, pool, keyPrefix: config.keyPrefix, auditKey: config.auditKey, zones: config.zones, logger, onTamper: (kind) => tampered.inc({ kind }) },
+        stop,
+      );
+      onStop("tamper", () => tampering);
+    }
   },
 });

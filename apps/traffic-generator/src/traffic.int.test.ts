@@ -10,7 +10,7 @@ import type { Fields } from "@caracal/streams-core";
 import { createMigratedDatabase, createTestRedis, hasPostgres, hasRedis } from "@caracal/testkit";
 import { afterEach, describe, expect, it } from "vitest";
 
-import { runTraffic } from "./traffic.js";
+import { OutboxProducers, runTraffic } from "./traffic.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const mainJs = join(here, "..", "dist", "main.js");
@@ -65,8 +65,29 @@ describe.skipIf(!hasRedis() || !hasPostgres())("traffic generator", () => {
     const { rows } = await db.pool.query<{ id: string; stream_name: string; payload_json: unknown }>("SELECT id, stream_name, payload_json FROM event_outbox");
     expect(rows).toHaveLength(stats.outbox);
     const streams = new Set(rows.map((r) => r.stream_name));
-    expect(streams).toEqual(new Set([Topics.sessionsRevoke.stream, Topics.policyInvalidate.stream]));
+    expect(streams).toEqual(
+      new Set([Topics.sessionsRevoke, Topics.policyInvalidate, Topics.keysInvalidate, Topics.agentsLifecycle, Topics.invocationsLifecycle, Topics.delegationsInvalidate].map((t) => t.stream)),
+    );
     for (const r of rows) expect(outboxEntry(r.stream_name, r.payload_json, r.id)).toMatchObject({ ok: true });
+  });
+
+  it("plays each producer in order: lifecycles step forward per session, delegation epochs only rise, every revocation anchor is used", async () => {
+    const { db } = await fixtures();
+    const producers = new OutboxProducers();
+    for (let i = 0; i < 6 * 24; i++) await producers.writeNext(db.pool, ["zone-1", "zone-2"]);
+    const { rows } = await db.pool.query<{ stream_name: string; payload_json: Record<string, string> }>("SELECT stream_name, payload_json FROM event_outbox ORDER BY created_at, id");
+    const of = (topic: { stream: string }) => rows.filter((r) => r.stream_name === topic.stream).map((r) => r.payload_json);
+    const lifecycle = new Map<string, string[]>();
+    for (const e of of(Topics.agentsLifecycle)) lifecycle.set(e.agent_session_id!, [...(lifecycle.get(e.agent_session_id!) ?? []), e.event!]);
+    for (const events of lifecycle.values()) expect(["spawn", "suspend", "resume", "terminate"].slice(0, events.length)).toEqual(events);
+    expect([...lifecycle.values()].some((e) => e.length === 4)).toBe(true);
+    for (const zone of ["zone-1", "zone-2"]) {
+      const epochs = of(Topics.delegationsInvalidate).filter((e) => e.zone_id === zone).map((e) => Number(e.epoch));
+      expect(epochs.length).toBeGreaterThan(1);
+      expect(epochs).toEqual([...epochs].sort((a, b) => a - b));
+    }
+    const anchors = new Set(of(Topics.sessionsRevoke).flatMap((e) => ["session_id", "sid", "root_sid", "agent_session_id", "delegation_edge_id"].filter((k) => e[k] !== undefined)));
+    expect(anchors).toEqual(new Set(["session_id", "sid", "root_sid", "agent_session_id", "delegation_edge_id"]));
   });
 
   it("writes no outbox rows at rate 0, and counts rows it could not write", async () => {

@@ -29,7 +29,7 @@ export interface TrafficOptions {
   pool: pg.Pool | undefined;
   /** Audit events per second. */
   auditRate: number;
-  /** Outbox rows per second. */
+  /** Outbox rows per second, spread over every outbox topic in turn. */
   outboxRate: number;
   zones: readonly string[];
   /** Scheduling granularity. Default 100 ms. */
@@ -44,7 +44,7 @@ export interface TrafficStats {
   outboxErrors: number;
 }
 
-export type OutboxTopic = "sessionsRevoke" | "policyInvalidate";
+export type OutboxTopic = "sessionsRevoke" | "policyInvalidate" | "keysInvalidate" | "agentsLifecycle" | "invocationsLifecycle" | "delegationsInvalidate";
 
 const EVENT_TYPES = ["token_exchange", "authz_decision", "token_exchange", "replay_detected"] as const;
 const RESOURCES = ["resource://api", "resource://payments", "resource://files", "resource://search"] as const;
@@ -70,26 +70,97 @@ export function makeAuditEvent(zone: string, n: number): AuditEvent {
   };
 }
 
-/** Writes one outbox row in its own transaction, alternating revocations and policy invalidations. */
-export async function writeOutboxRow(pool: pg.Pool, zone: string, n: number): Promise<OutboxTopic> {
-  const client = await pool.connect();
-  try {
-    await client.query("BEGIN");
-    let topic: OutboxTopic;
-    if (n % 2 === 0) {
-      topic = "sessionsRevoke";
-      await enqueue(client, topic, { zone_id: zone, session_id: `sid-${randomUUID()}`, reason: "grant_revoked", grant_id: `grant-${n}` });
-    } else {
-      topic = "policyInvalidate";
-      await enqueue(client, topic, { zone_id: zone, policy_set_id: `ps-${zone}`, policy_set_version_id: `ps-${zone}-v${n}`, shadow_version_id: "" });
+/**
+ * Plays every outbox producer of upstream Caracal in turn, one row per call, each in its own transaction
+ * (as the API and the Coordinator write them): session revocations over every anchor (session, sid with
+ * root_sid, agent session, delegation edge), policy invalidations, key invalidations, agent lifecycles
+ * (spawn, suspend, resume, terminate, in that order per session), invocation lifecycles (created,
+ * started, completed) and delegation edge events with a per-zone epoch that only rises.
+ */
+export class OutboxProducers {
+  private n = 0;
+  private readonly sessions = new Map<string, { id: string; step: number }[]>();
+  private readonly invocations = new Map<string, { id: string; service: string; step: number }[]>();
+  private readonly epochs = new Map<string, number>();
+
+  /** Writes the next row: every topic in turn, each round of topics in the next zone. */
+  async writeNext(pool: pg.Pool, zones: readonly string[]): Promise<OutboxTopic> {
+    const n = this.n++;
+    const zone = zones[Math.floor(n / 6) % zones.length] as string;
+    const [topic, fields] = this.next(zone, n);
+    const client = await pool.connect();
+    try {
+      await client.query("BEGIN");
+      await enqueue(client, topic, fields as never);
+      await client.query("COMMIT");
+      return topic;
+    } catch (error) {
+      await client.query("ROLLBACK").catch(() => undefined);
+      throw error;
+    } finally {
+      client.release();
     }
-    await client.query("COMMIT");
-    return topic;
-  } catch (error) {
-    await client.query("ROLLBACK").catch(() => undefined);
-    throw error;
-  } finally {
-    client.release();
+  }
+
+  private next(zone: string, n: number): [OutboxTopic, Record<string, string>] {
+    switch (n % 6) {
+      case 0:
+        return ["sessionsRevoke", revocation(zone, n / 6)];
+      case 1:
+        return ["policyInvalidate", { zone_id: zone, policy_set_id: `ps-${zone}`, policy_set_version_id: `ps-${zone}-v${n}`, shadow_version_id: "" }];
+      case 2:
+        return ["keysInvalidate", { zone_id: zone, key_id: `key-${zone}-${Math.floor(n / 6)}`, reason: "rotated" }];
+      case 3:
+        return ["agentsLifecycle", this.lifecycle(zone)];
+      case 4:
+        return ["invocationsLifecycle", this.invocation(zone)];
+      default: {
+        const epoch = (this.epochs.get(zone) ?? 0) + 1;
+        this.epochs.set(zone, epoch);
+        const event = epoch % 3 === 0 ? "edge_revoke" : "edge_create";
+        return ["delegationsInvalidate", { event, zone_id: zone, epoch: String(epoch), delegation_edge_id: `edge-${zone}-${epoch}` }];
+      }
+    }
+  }
+
+  private lifecycle(zone: string): Record<string, string> {
+    const live = this.sessions.get(zone) ?? [];
+    this.sessions.set(zone, live);
+    const events = ["spawn", "suspend", "resume", "terminate"] as const;
+    // a new session while fewer than three are alive, else the oldest one's next step
+    const session = live.length < 3 ? { id: `as-${randomUUID()}`, step: 0 } : (live[0] as { id: string; step: number });
+    if (session.step === 0) live.push(session);
+    const event = events[session.step] as string;
+    session.step += 1;
+    if (session.step === events.length) live.shift();
+    return { event, zone_id: zone, agent_session_id: session.id, application_id: `app-${zone}`, occurred_at: new Date().toISOString() };
+  }
+
+  private invocation(zone: string): Record<string, string> {
+    const open = this.invocations.get(zone) ?? [];
+    this.invocations.set(zone, open);
+    const states = ["created", "started", "completed"] as const;
+    const inv = open.length < 2 ? { id: `inv-${randomUUID()}`, service: `svc-${open.length + 1}`, step: 0 } : (open[0] as { id: string; service: string; step: number });
+    if (inv.step === 0) open.push(inv);
+    const state = states[inv.step] as string;
+    inv.step += 1;
+    if (inv.step === states.length) open.shift();
+    return { event: `invocation.${state}`, zone_id: zone, invocation_id: inv.id, service_id: inv.service, status: state };
+  }
+}
+
+/** A revocation on one of the anchors upstream producers use, in turn. */
+function revocation(zone: string, n: number): Record<string, string> {
+  const base = { zone_id: zone, reason: "grant_revoked", grant_id: `grant-${n}` };
+  switch (n % 4) {
+    case 0:
+      return { ...base, session_id: `sid-${randomUUID()}` };
+    case 1:
+      return { ...base, sid: `sid-${randomUUID()}`, root_sid: `root-${randomUUID()}` };
+    case 2:
+      return { ...base, agent_session_id: `as-${randomUUID()}` };
+    default:
+      return { ...base, reason: "delegation_revoked", delegation_edge_id: `edge-${randomUUID()}` };
   }
 }
 
@@ -97,6 +168,7 @@ export async function writeOutboxRow(pool: pg.Pool, zone: string, n: number): Pr
 export async function runTraffic(options: TrafficOptions, signal: AbortSignal): Promise<TrafficStats> {
   const tickMs = options.tickMs ?? 100;
   const stats: TrafficStats = { audit: 0, outbox: 0, outboxErrors: 0 };
+  const producers = new OutboxProducers();
   const started = performance.now();
   let lastOutboxErrorLog = 0;
   while (!signal.aborted) {
@@ -112,10 +184,9 @@ export async function runTraffic(options: TrafficOptions, signal: AbortSignal): 
     if (options.pool !== undefined) {
       const outboxTarget = Math.floor(options.outboxRate * elapsedS);
       while (stats.outbox + stats.outboxErrors < outboxTarget && !signal.aborted) {
-        const n = stats.outbox + stats.outboxErrors;
         try {
           // Not inlined into the optional call below: `a?.b?.(f())` would skip f() when there are no metrics.
-          const topic = await writeOutboxRow(options.pool, options.zones[n % options.zones.length] as string, n);
+          const topic = await producers.writeNext(options.pool, options.zones);
           stats.outbox += 1;
           options.metrics?.outbox?.(topic);
         } catch (error) {
