@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# Local demo without Docker: Node (22 or 24; Node 24 is installed from npm when older) and a local Redis and PostgreSQL (started by ensure-services.sh if
-# they do not answer). Installs, builds, migrates, then runs the outbox dispatcher, the audit ingestor and
-# the traffic generator as background processes, prints their URLs and a live summary every 5 s, and
-# stops them all on Ctrl-C.
+# The whole system locally without Docker: Node (22 or 24; Node 24 is installed from npm when older) and a
+# local Redis and PostgreSQL (started by ensure-services.sh if they do not answer). Installs, builds,
+# migrates, then runs every service as a background process (outbox-dispatcher, audit-ingestor,
+# revocation-consumer, policy-invalidator, observers) and the traffic generator playing every producer,
+# shows a compact live status per service every 5 s (ready, events/s, lag, pending, dead letters) and an
+# end-to-end summary at the end, and stops them all on Ctrl-C.
 #
-#   bash scripts/demo.sh                    # until Ctrl-C
-#   DEMO_SECONDS=20 bash scripts/demo.sh    # stop by itself after 20 s (exit 0 if all went well)
+#   bash scripts/demo.sh                        # until Ctrl-C
+#   DEMO_SECONDS=60 bash scripts/demo.sh        # stop by itself after 60 s (exit 0 if all went well)
+#   DEMO_TAMPER=all bash scripts/demo.sh        # the traffic generator also forges, drops, alters and
+#                                               # deletes events (--tamper): watch dead letters and
+#                                               # tamper alerts appear
 #
 # Settings (environment): DATABASE_URL, REDIS_URL, STREAMS_HMAC_KEY / AUDIT_HMAC_KEY (hex, >= 32 bytes;
-# random dev keys are generated when unset), CARACAL_KEY_PREFIX (Redis key prefix, default none),
-# DISPATCHER_PORT 9091, INGESTOR_PORT 9090, TRAFFIC_PORT 9092, TRAFFIC_AUDIT_RATE 50,
-# TRAFFIC_OUTBOX_RATE 2, DEMO_DIR (logs and replay dir; default a new /tmp/caracal-demo.*),
-# DEMO_SKIP_INSTALL=1 / DEMO_SKIP_BUILD=1 to rerun quickly.
+# random dev keys are generated when unset), CARACAL_KEY_PREFIX (Redis key prefix, default none), ports
+# INGESTOR_PORT 9090, DISPATCHER_PORT 9091, TRAFFIC_PORT 9092, REVOCATION_PORT 9093, POLICY_PORT 9094,
+# OBSERVERS_PORT 9095; TRAFFIC_AUDIT_RATE 50, TRAFFIC_OUTBOX_RATE 6, DEMO_TAMPER (kinds, default none),
+# DEMO_DIR (logs and replay dir; default a new /tmp/caracal-demo.*), DEMO_SKIP_INSTALL=1 / DEMO_SKIP_BUILD=1
+# to rerun quickly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +29,9 @@ export TURBO_TELEMETRY_DISABLED=1 DO_NOT_TRACK=1
 DISPATCHER_PORT="${DISPATCHER_PORT:-9091}"
 INGESTOR_PORT="${INGESTOR_PORT:-9090}"
 TRAFFIC_PORT="${TRAFFIC_PORT:-9092}"
+REVOCATION_PORT="${REVOCATION_PORT:-9093}"
+POLICY_PORT="${POLICY_PORT:-9094}"
+OBSERVERS_PORT="${OBSERVERS_PORT:-9095}"
 
 say() { printf '\n==> %s\n' "$*"; }
 
@@ -50,7 +59,7 @@ if [ "${DEMO_SKIP_BUILD:-0}" != "1" ]; then
 fi
 
 say "migrations"
-pnpm db:migrate
+if [ "${DEMO_SKIP_BUILD:-0}" = "1" ]; then node packages/db/dist/migrate.js; else pnpm db:migrate; fi
 
 # Dev-safe keys: random per run unless given. They only live in this shell's environment; never printed.
 # Entries an earlier run left unconsumed carry that run's signatures: this run dead-letters them
@@ -128,25 +137,34 @@ say "starting the apps (logs in $DEMO_DIR)"
 # Job control: every app gets its own process group, so a Ctrl-C reaches only this script, which then
 # stops the apps one by one with SIGTERM (a second signal would make an app exit without flushing).
 set -m
-start_app outbox-dispatcher "$DISPATCHER_PORT"
-wait_healthy 0 "$DISPATCHER_PORT"
-start_app audit-ingestor "$INGESTOR_PORT"
-wait_healthy 1 "$INGESTOR_PORT"
-start_app traffic-generator "$TRAFFIC_PORT" TRAFFIC_AUDIT_RATE="${TRAFFIC_AUDIT_RATE:-50}" TRAFFIC_OUTBOX_RATE="${TRAFFIC_OUTBOX_RATE:-2}"
-wait_healthy 2 "$TRAFFIC_PORT"
+# name:port, in start order (consumers before the producers that feed them)
+apps=("outbox-dispatcher:$DISPATCHER_PORT" "audit-ingestor:$INGESTOR_PORT" "revocation-consumer:$REVOCATION_PORT"
+  "policy-invalidator:$POLICY_PORT" "observers:$OBSERVERS_PORT" "traffic-generator:$TRAFFIC_PORT")
+services=""
+for entry in "${apps[@]}"; do
+  name="${entry%%:*}" port="${entry##*:}"
+  [ -d "apps/$name" ] || continue
+  if [ ! -f "apps/$name/dist/main.js" ]; then
+    echo "apps/$name is not built here: skipped" >&2
+    continue
+  fi
+  case "$name" in
+    audit-ingestor) start_app "$name" "$port" AUDIT_TAMPER_SWEEP_INTERVAL_MS="${AUDIT_TAMPER_SWEEP_INTERVAL_MS:-10000}" AUDIT_GAP_GRACE_MS="${AUDIT_GAP_GRACE_MS:-5000}" ;;
+    traffic-generator) start_app "$name" "$port" TRAFFIC_AUDIT_RATE="${TRAFFIC_AUDIT_RATE:-50}" TRAFFIC_OUTBOX_RATE="${TRAFFIC_OUTBOX_RATE:-6}" TRAFFIC_TAMPER="${DEMO_TAMPER:-}" TRAFFIC_TAMPER_EVERY_MS="${TRAFFIC_TAMPER_EVERY_MS:-10000}" ;;
+    *) start_app "$name" "$port" ;;
+  esac
+  wait_healthy $((${#pids[@]} - 1)) "$port"
+  services="$services${services:+,}$name:$port"
+  printf '  %-20s http://127.0.0.1:%s/healthz  /readyz  /metrics\n' "$name" "$port"
+done
 
-cat <<EOF
-
-  outbox-dispatcher  http://127.0.0.1:$DISPATCHER_PORT/healthz  /readyz  /metrics
-  audit-ingestor     http://127.0.0.1:$INGESTOR_PORT/healthz  /readyz  /metrics
-  traffic-generator  http://127.0.0.1:$TRAFFIC_PORT/healthz  /readyz  /metrics
-  database           $(mask_url "$DATABASE_URL")
-  redis              $(mask_url "$REDIS_URL")  (key prefix: "${CARACAL_KEY_PREFIX}")
-
-EOF
+echo
+echo "  database             $(mask_url "$DATABASE_URL")"
+echo "  redis                $(mask_url "$REDIS_URL")  (key prefix: \"${CARACAL_KEY_PREFIX}\")"
+echo
 if [ "$DEMO_SECONDS" -gt 0 ]; then echo "running for $DEMO_SECONDS s"; else echo "Ctrl-C to stop"; fi
 
-summary() { node apps/traffic-generator/scripts/demo-summary.mjs; }
+status() { node apps/traffic-generator/scripts/demo-status.mjs --services "$services" --state "$DEMO_DIR/status.json" "$@"; }
 
 started=$SECONDS
 next_summary=0
@@ -160,13 +178,13 @@ while :; do
   done
   elapsed=$((SECONDS - started))
   if [ "$elapsed" -ge "$next_summary" ]; then
-    summary
+    status
     next_summary=$((next_summary + 5))
   fi
   if [ "$DEMO_SECONDS" -gt 0 ] && [ "$elapsed" -ge "$DEMO_SECONDS" ]; then break; fi
   sleep 1
 done
 
+# the summary while every service still runs (readiness and live counters), then stop
+status --final
 stop_all
-say "final numbers"
-summary
