@@ -1,6 +1,6 @@
 import { enqueue } from "@caracal/outbox";
 import { DeadLetterWriter, Topics, signaturePolicy, streamKey } from "@caracal/streams-core";
-import { createMigratedDatabase, createTestRedis, hasPostgres, hasRedis } from "@caracal/testkit";
+import { createMigratedDatabase, createTestRedis, hasPostgres, hasRedis, startS3 } from "@caracal/testkit";
 import type { TestDatabase, TestRedis } from "@caracal/testkit";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 
@@ -176,6 +176,37 @@ describe.skipIf(!hasRedis() || !hasPostgres())("caracal-streams CLI against real
     const bad = await run(["dlq", "replay", Topics.keysInvalidate.stream]);
     expect(bad.code).toBe(ExitCode.config);
     expect(bad.io.stderr.join("\n")).not.toContain("abc");
+  });
+
+  it("audit export --hour re-exports one hour: the missing object first, then a copy beside it, never over it", async () => {
+    await db.pool.query(
+      `INSERT INTO audit_events (id, zone_id, event_type, decision, evaluation_status, request_id, payload_json, determining_policies_json, diagnostics_json, hmac_chain, occurred_at, chain_seq, content_sha256)
+       SELECT 'e' || g, 'z', 't', 'allow', 'complete', 'r', '{}', '[]', '[]', 'h' || g, '2026-05-21T12:00:00Z'::timestamptz + g * interval '1 minute', g, 'c' || g FROM generate_series(0, 59) g`,
+    );
+    expect((await run(["audit", "export", "--hour", "2026-05-21T12"])).code).toBe(ExitCode.usage); // export not configured
+    expect((await run(["audit", "export", "--hour", "noon"])).code).toBe(ExitCode.usage);
+    const s3 = await startS3();
+    const saved = { id: process.env.AWS_ACCESS_KEY_ID, secret: process.env.AWS_SECRET_ACCESS_KEY };
+    process.env.AWS_ACCESS_KEY_ID = s3.accessKeyId;
+    process.env.AWS_SECRET_ACCESS_KEY = s3.secretAccessKey;
+    try {
+      Object.assign(env, { AUDIT_EXPORT_S3_ENDPOINT: s3.endpoint, AUDIT_EXPORT_S3_BUCKET: s3.bucket, AUDIT_EXPORT_S3_REGION: s3.region });
+      const first = await run(["audit", "export", "--hour", "2026-05-21T12:34:56Z", "--json"]);
+      expect(first.code, first.io.stderr.join("\n")).toBe(0);
+      expect(JSON.parse(first.io.stdout.join(""))).toEqual({ hour: "2026-05-21T12:00:00.000Z", key: "audit/2026/05/21/2026-05-21T12.parquet", rows: 60 });
+      const again = await run(["audit", "export", "--hour", "2026-05-21T12", "--json"]);
+      expect(again.code).toBe(0);
+      expect(JSON.parse(again.io.stdout.join(""))).toMatchObject({ key: expect.stringMatching(/^audit\/2026\/05\/21\/2026-05-21T12\.reexport-\d+\.parquet$/), rows: 60 });
+      const empty = await run(["audit", "export", "--hour", "2026-05-21T13"]);
+      expect(empty.code).toBe(0);
+      expect(empty.io.stdout.join("")).toContain("nothing exported");
+    } finally {
+      if (saved.id === undefined) delete process.env.AWS_ACCESS_KEY_ID;
+      else process.env.AWS_ACCESS_KEY_ID = saved.id;
+      if (saved.secret === undefined) delete process.env.AWS_SECRET_ACCESS_KEY;
+      else process.env.AWS_SECRET_ACCESS_KEY = saved.secret;
+      await s3.stop();
+    }
   });
 
   it("reports an unreachable Redis with exit 4", async () => {

@@ -5,7 +5,7 @@
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 
-import { auditSearch, auditVerify } from "./commands/audit.js";
+import { auditExport, auditSearch, auditVerify } from "./commands/audit.js";
 import { dlqList, dlqPurge, dlqReplay, dlqShow } from "./commands/dlq.js";
 import { keysGenerate } from "./commands/keys.js";
 import { outboxRequeue, outboxStatus } from "./commands/outbox.js";
@@ -128,6 +128,14 @@ export async function runCli(argv: readonly string[], env: Env, io: Io, signal: 
     .option("--to <time>", "last occurred_at (RFC 3339)")
     .action(async (o: { zone: string; from?: string; to?: string }) => {
       status = await auditVerify(env, io, o);
+    });
+  audit
+    .command("export")
+    .description("re-export one UTC hour to S3 at upstream's key layout (a missing object, or a copy beside an existing one); needs AUDIT_EXPORT_S3_*")
+    .requiredOption("--hour <hour>", "the UTC hour, e.g. 2026-05-21T12 (or any RFC 3339 time within it)")
+    .option("--json", "print JSON")
+    .action(async (o: { hour: string; json?: boolean }) => {
+      status = await auditExport(env, io, o);
     });
   audit
     .command("search")

@@ -48,7 +48,8 @@ export class StaleLeaderError extends CaracalError {
 
 export interface ExporterOptions {
   pool: pg.Pool;
-  redis: RedisClient;
+  /** The lease's Redis: needed by `run` only (a one-shot `exportHourCopy` takes no lease). */
+  redis?: RedisClient;
   s3Config: ExportS3Config;
   logger: Logger;
   registry: Registry;
@@ -85,6 +86,13 @@ export interface Exporter {
   run(signal: AbortSignal): Promise<void>;
   /** One pass as leader with the given tenure (exposed for tests and a one-shot CLI). */
   exportPass(ctx: LeaderContext): Promise<PassResult>;
+  /**
+   * Re-exports one hour (the operator's `audit export --hour`): every row of the hour, in one snapshot,
+   * to the hour's object when it does not exist, else to `...THH.reexport-<µs>.parquet` beside it (an
+   * existing export object is never overwritten). Leaves the watermark and `exported_at` alone, so it
+   * needs no lease and cannot disturb the leader.
+   */
+  exportHourCopy(hourStart: Date, signal: AbortSignal): Promise<{ key: string; rows: number }>;
   /** Frees the S3 client. */
   close(): void;
 }
@@ -301,10 +309,44 @@ export function createExporter(options: ExporterOptions): Exporter {
     }
   }
 
+  async function exportHourCopy(hourStart: Date, signal: AbortSignal): Promise<{ key: string; rows: number }> {
+    await initZstd();
+    const start = floorHour(hourStart.getTime());
+    const where = "occurred_at >= $1 AND occurred_at < $2";
+    const params = [start, new Date(start.getTime() + HOUR_MS)];
+    const client = await pool.connect();
+    try {
+      await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+      const exportedAt = new Date(now());
+      const { rows: stats } = await client.query<{ n: string }>(`SELECT count(*)::text AS n FROM audit_events WHERE ${where}`, params);
+      const count = Number(stats[0]?.n ?? 0);
+      let key = objectKey(objectPrefix, start);
+      if (count === 0) {
+        await client.query("COMMIT");
+        return { key, rows: 0 };
+      }
+      if ((await headRows(key)) !== undefined) key = objectKey(objectPrefix, start, `reexport-${exportedAt.getTime() * 1000}`);
+      const meta = { rows: String(count), hour: start.toISOString(), reexport: "true" };
+      const rows = await writeObject(client, key, where, params, exportedAt, meta, signal);
+      await client.query("COMMIT");
+      metrics.files.inc({ kind: "reexport" });
+      metrics.rows.inc(rows);
+      logger.info({ key, rows }, "hour re-exported");
+      return { key, rows };
+    } catch (error) {
+      await client.query("ROLLBACK").catch(() => undefined);
+      throw error;
+    } finally {
+      client.release();
+    }
+  }
+
   return {
     exportPass,
+    exportHourCopy,
     async run(signal) {
       await initZstd();
+      if (options.redis === undefined) throw new Error("createExporter: run needs redis (the export lease)");
       const lease = new RedisLease({ redis: options.redis, key: EXPORT_LEASE_KEY, keyPrefix: options.leaseKeyPrefix, ttlMs: options.leaseTtlMs, logger });
       const gauge = leaderGauge(registry);
       gauge.set({ lease: EXPORT_LEASE_KEY }, 0);

@@ -1,10 +1,11 @@
 /**
  * `audit verify` runs the audit ingestor's own verification (`runVerifyCommand`: the same code as
  * `node apps/audit-ingestor/dist/verify.js`), with its exit status (0 intact, 1 broken, 2 usage).
+ * `audit export --hour` re-exports one hour to S3 (`runExportHourCommand`, the ingestor's exporter).
  * `audit search` reads the ledger by zone, time range, event type and decision, newest first, paged by
  * `chain_seq` (`--cursor` is the last row's `chain_seq` of the previous page).
  */
-import { runVerifyCommand } from "@caracal/audit-ingestor";
+import { runExportHourCommand, runVerifyCommand } from "@caracal/audit-ingestor";
 
 import type { Connections, Env } from "../config.js";
 import { CliError, ExitCode } from "../exit-codes.js";
@@ -16,6 +17,11 @@ export async function auditVerify(env: Env, io: Io, options: { zone: string; fro
   if (options.from !== undefined) argv.push("--from", options.from);
   if (options.to !== undefined) argv.push("--to", options.to);
   return runVerifyCommand(argv, env, { out: (l) => io.out(l), err: (l) => io.err(l) });
+}
+
+/** `audit export --hour`: the audit ingestor's own re-export (exit 0 done, 1 failed, 2 usage or not configured). */
+export async function auditExport(env: Env, io: Io, options: { hour: string; json?: boolean }): Promise<number> {
+  return runExportHourCommand(["--hour", options.hour], env, { out: (l) => io.out(l), err: (l) => io.err(l), json: options.json === true });
 }
 
 export interface AuditSearchRow {
