@@ -11,7 +11,7 @@ import { databaseUrlVar, loadEnv } from "@caracal/service-kit";
 import { ConfigError, errorMessage } from "@caracal/streams-core";
 import { pino } from "pino";
 import { Registry } from "prom-client";
-import { z } from "zod";
+import type { z } from "zod";
 
 import type { CommandIo } from "../verify/verify-command.js";
 import { exportConfigSchema, exportS3ConfigFrom } from "./config-schema.js";
