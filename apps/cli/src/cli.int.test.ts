@@ -209,6 +209,69 @@ describe.skipIf(!hasRedis() || !hasPostgres())("caracal-streams CLI against real
     }
   });
 
+  it("revocations list and check: the durable record and upstream's Redis keys, disagreement shown, exit 1 when revoked", async () => {
+    // the revocation consumer's table (its migration creates it; created here if this checkout lacks it)
+    await db.pool.query(`CREATE TABLE IF NOT EXISTS session_revocations (
+      id bigserial PRIMARY KEY, zone_id text NOT NULL, anchor_kind text NOT NULL, anchor_id text NOT NULL, reason text NOT NULL, grant_id text,
+      revoked_at timestamptz NOT NULL DEFAULT now(), expires_at timestamptz NOT NULL, source_stream_id text NOT NULL)`);
+    await db.pool.query(
+      `INSERT INTO session_revocations (zone_id, anchor_kind, anchor_id, reason, grant_id, expires_at, source_stream_id) VALUES
+       ('z1', 'session_id', 's-1', 'grant_revoked', 'g1', now() + interval '1 day', '1-1'),
+       ('z1', 'delegation_edge_id', 'e-1', 'delegation_revoked', NULL, now() + interval '1 day', '1-2'),
+       ('z1', 'session_id', 's-old', 'grant_revoked', NULL, now() - interval '1 minute', '1-0')`,
+    );
+    await redis.client.set(`${redis.keyPrefix}caracal:revoked:sessions:s-1`, "1", "PX", 3_600_000);
+    const list = await run(["revocations", "list", "--json"]);
+    expect(list.code).toBe(0);
+    expect((JSON.parse(list.io.stdout.join("")) as Array<{ anchorId: string }>).map((r) => r.anchorId).sort()).toEqual(["e-1", "s-1"]);
+    const all = await run(["revocations", "list", "--all", "--zone", "z1", "--json"]);
+    expect(JSON.parse(all.io.stdout.join(""))).toHaveLength(3);
+
+    const revoked = await run(["revocations", "check", "--zone", "z1", "--session-id", "s-1", "--edge-id", "e-1", "--sid", "nope", "--json"]);
+    expect(revoked.code).toBe(ExitCode.problemFound);
+    const answer = JSON.parse(revoked.io.stdout.join(""));
+    expect(answer.revoked).toBe(true);
+    expect(answer.anchors.map((a: { anchor: string; revoked: boolean; redisKey: boolean; agree: boolean }) => [a.anchor, a.revoked, a.redisKey, a.agree])).toEqual([
+      ["session_id", true, true, true],
+      ["sid", false, false, true],
+      ["edge_id", true, false, false], // the key is missing (a flush): shown as a disagreement
+    ]);
+    const active = await run(["revocations", "check", "--zone", "z2", "--session-id", "s-1"]);
+    expect(active.code).toBe(0);
+    expect(active.io.stdout.join("\n")).toContain("active");
+    expect((await run(["revocations", "check", "--zone", "z1"])).code).toBe(ExitCode.usage);
+  });
+
+  it("policy status: the active version per zone and the revision each replica serves, exit 1 when replicas disagree", async () => {
+    await db.pool.query(`CREATE TABLE IF NOT EXISTS policy_set_versions (id text PRIMARY KEY, policy_set_id text NOT NULL, version integer NOT NULL, manifest_json jsonb NOT NULL DEFAULT '[]', manifest_sha256 text NOT NULL, schema_version integer NOT NULL DEFAULT 1)`);
+    await db.pool.query(`CREATE TABLE IF NOT EXISTS policy_set_bindings (zone_id text NOT NULL, policy_set_id text NOT NULL, active_version_id text, PRIMARY KEY (zone_id, policy_set_id))`);
+    await db.pool.query(`INSERT INTO policy_set_versions (id, policy_set_id, version, manifest_sha256) VALUES ('psv-1', 'ps-1', 3, 'abc'), ('psv-2', 'ps-2', 1, 'def')`);
+    await db.pool.query(`INSERT INTO policy_set_bindings (zone_id, policy_set_id, active_version_id) VALUES ('z1', 'ps-1', 'psv-1'), ('z2', 'ps-2', 'psv-2'), ('z3', 'ps-3', NULL)`);
+    const { createServer } = await import("node:http");
+    const replica = (revisions: Record<string, string>) =>
+      new Promise<{ url: string; close: () => void }>((resolve) => {
+        const server = createServer((_req, res) => {
+          res.end(Object.entries(revisions).map(([zone, revision]) => `caracal_policy_bundle_revision_info{zone="${zone}",revision="${revision}"} 1`).join("\n") + "\n");
+        });
+        server.listen(0, "127.0.0.1", () => resolve({ url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, close: () => server.close() }));
+      });
+    const a = await replica({ z1: "rev-a", z2: "rev-b" });
+    const b = await replica({ z1: "rev-a", z2: "rev-old" });
+    try {
+      const agreeing = await run(["policy", "status", "--zone", "z1", "--replica", a.url, "--replica", b.url, "--json"]);
+      expect(agreeing.code).toBe(0);
+      expect(JSON.parse(agreeing.io.stdout.join(""))).toMatchObject({ zones: [{ zone: "z1", activeVersionId: "psv-1", version: 3, agree: true }], problems: [] });
+      env.POLICY_INVALIDATOR_URLS = `${a.url},${b.url}`;
+      const split = await run(["policy", "status"]);
+      expect(split.code).toBe(ExitCode.problemFound);
+      expect(split.io.stderr.join("\n")).toContain("zone z2");
+      expect(split.io.stdout.join("\n")).toContain("NO");
+    } finally {
+      a.close();
+      b.close();
+    }
+  });
+
   it("reports an unreachable Redis with exit 4", async () => {
     env.REDIS_URL = "redis://127.0.0.1:1";
     const { code, io } = await run(["streams"]);

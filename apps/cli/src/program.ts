@@ -6,6 +6,9 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 
 import { auditExport, auditSearch, auditVerify } from "./commands/audit.js";
+import { policyStatus, replicaUrls } from "./commands/policy.js";
+import { CHECK_ANCHORS, revocationsCheck, revocationsList } from "./commands/revocations.js";
+import type { CheckAnchor } from "./commands/revocations.js";
 import { dlqList, dlqPurge, dlqReplay, dlqShow } from "./commands/dlq.js";
 import { keysGenerate } from "./commands/keys.js";
 import { outboxRequeue, outboxStatus } from "./commands/outbox.js";
@@ -46,7 +49,7 @@ export async function runCli(argv: readonly string[], env: Env, io: Io, signal: 
   const conn = new Connections(env);
   let status: number = ExitCode.ok;
   const program = new Command("caracal-streams")
-    .description("Operate Caracal's event streams: stream and group state, dead letters, the outbox, the audit ledger, keys.")
+    .description("Operate Caracal's event streams: stream and group state, dead letters, the outbox, the audit ledger, revocations, policy bundles, keys.")
     .configureOutput({ writeOut: (s) => io.out(s.replace(/\n$/, "")), writeErr: (s) => io.err(s.replace(/\n$/, "")) })
     .exitOverride()
     .showHelpAfterError("(add --help for usage)")
@@ -150,6 +153,45 @@ export async function runCli(argv: readonly string[], env: Env, io: Io, signal: 
     .option("--json", "print JSON")
     .action(async (o: { zone: string; from?: string; to?: string; type?: string; decision?: string; limit: number; cursor?: string; json?: boolean }) => {
       await auditSearch(conn, io, o);
+    });
+
+  const revocations = program.command("revocations").description("session revocations (the revocation consumer's session_revocations and upstream's Redis keys)");
+  revocations
+    .command("list")
+    .description("active revocations, newest first")
+    .option("--zone <zone>", "one zone")
+    .option("--all", "expired ones too")
+    .addOption(new Option("--limit <n>", "at most n rows").default(50).argParser(positiveInt("--limit")))
+    .option("--json", "print JSON")
+    .action(async (o: { zone?: string; all?: boolean; limit: number; json?: boolean }) => {
+      await revocationsList(conn, io, o);
+    });
+  const check = revocations
+    .command("check")
+    .description("is a mandate with these anchors revoked? (the table and the Redis key upstream readers use; exit 1 when revoked)")
+    .requiredOption("--zone <zone>", "zone id");
+  for (const anchor of CHECK_ANCHORS) check.option(`--${anchor.replaceAll("_", "-")} <id>`, anchor);
+  check.option("--json", "print JSON").action(async (o: Record<string, string | boolean | undefined>) => {
+    const anchors: Partial<Record<CheckAnchor, string>> = {};
+    for (const anchor of CHECK_ANCHORS) {
+      const v = o[anchor.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase())];
+      if (typeof v === "string") anchors[anchor] = v;
+    }
+    const checks = await revocationsCheck(conn, io, { zone: String(o.zone), anchors, json: o.json === true });
+    if (checks.some((c) => c.revoked)) status = ExitCode.problemFound;
+  });
+
+  program
+    .command("policy")
+    .description("policy bundles")
+    .command("status")
+    .description("per zone: the active version in PostgreSQL and the revision each policy-invalidator replica serves, and whether they agree (exit 1 if not)")
+    .option("--zone <zone>", "one zone")
+    .option("--replica <url>", "a policy-invalidator replica, e.g. http://10.0.0.7:9094 (repeatable; default POLICY_INVALIDATOR_URLS)", collect)
+    .option("--json", "print JSON")
+    .action(async (o: { zone?: string; replica?: string[]; json?: boolean }) => {
+      const result = await policyStatus(conn, io, { ...(o.zone !== undefined ? { zone: o.zone } : {}), replicas: replicaUrls(env, o.replica), json: o.json === true });
+      if (result.problems.length > 0) status = ExitCode.problemFound;
     });
 
   const keys = program.command("keys").description("HMAC keys");
