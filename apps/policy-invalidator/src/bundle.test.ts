@@ -5,7 +5,8 @@ import { compactVerify, importPKCS8, importSPKI } from "jose";
 import { extract } from "tar-stream";
 import { describe, expect, it } from "vitest";
 
-import { BundleBuildError, DENY_ALL_REGO, buildBundle, buildDenyAllBundle, canonicalJson } from "./bundle.js";
+import type { BundleBuildError } from "./bundle.js";
+import { DENY_ALL_REGO, buildBundle, buildDenyAllBundle, canonicalJson } from "./bundle.js";
 
 /** Reads a bundle archive back: entry name → bytes, in archive order. */
 export async function readBundle(bytes: Buffer): Promise<Map<string, Buffer>> {
@@ -14,7 +15,7 @@ export async function readBundle(bytes: Buffer): Promise<Map<string, Buffer>> {
   const done = new Promise<void>((resolve, reject) => {
     ex.on("entry", (header, stream, next) => {
       const chunks: Buffer[] = [];
-      stream.on("data", (c: Buffer) => chunks.push(c));
+      stream.on("data", (c: unknown) => chunks.push(c as Buffer));
       stream.on("end", () => {
         files.set(header.name, Buffer.concat(chunks));
         next();

@@ -29,7 +29,7 @@ export interface BundleSigner {
   readonly alg: string;
   readonly keyId: string;
   readonly scope?: string | undefined;
-  readonly key: CryptoKey | Uint8Array;
+  readonly key: Parameters<SignJWT["sign"]>[0];
 }
 
 export interface Bundle {
@@ -40,6 +40,7 @@ export interface Bundle {
   readonly bytes: Buffer;
   readonly denyAll: boolean;
   readonly policySetVersionId: string | undefined;
+  readonly manifestSha256: string | undefined;
   readonly modules: number;
 }
 
@@ -127,7 +128,7 @@ export async function buildBundle(source: BundleSource, signer?: BundleSigner): 
     files.push({ name: ".signatures.json", body: Buffer.from(canonicalJson({ signatures: [jwt] })), structured: true });
   }
   const bytes = await tarGz(files);
-  return { zoneId: source.zoneId, revision, etag: `"${revision}"`, bytes, denyAll, policySetVersionId: source.policySetVersionId, modules: modules.length };
+  return { zoneId: source.zoneId, revision, etag: `"${revision}"`, bytes, denyAll, policySetVersionId: source.policySetVersionId, manifestSha256: source.manifestSha256, modules: modules.length };
 }
 
 /** The deny-all bundle of a zone (fail-closed). */
@@ -139,7 +140,7 @@ async function tarGz(files: ReadonlyArray<{ name: string; body: Buffer }>): Prom
   const archive = pack();
   const chunks: Buffer[] = [];
   const done = new Promise<void>((resolve, reject) => {
-    archive.on("data", (c: Buffer) => chunks.push(c));
+    archive.on("data", (c: unknown) => chunks.push(c as Buffer));
     archive.on("end", () => resolve());
     archive.on("error", reject);
   });
