@@ -1,34 +1,11 @@
 import { createHash, generateKeyPairSync } from "node:crypto";
-import { gunzipSync } from "node:zlib";
 
 import { compactVerify, importPKCS8, importSPKI } from "jose";
-import { extract } from "tar-stream";
 import { describe, expect, it } from "vitest";
 
 import type { BundleBuildError } from "./bundle.js";
+import { readBundle } from "./test-support/read-bundle.js";
 import { DENY_ALL_REGO, buildBundle, buildDenyAllBundle, canonicalJson } from "./bundle.js";
-
-/** Reads a bundle archive back: entry name → bytes, in archive order. */
-export async function readBundle(bytes: Buffer): Promise<Map<string, Buffer>> {
-  const files = new Map<string, Buffer>();
-  const ex = extract();
-  const done = new Promise<void>((resolve, reject) => {
-    ex.on("entry", (header, stream, next) => {
-      const chunks: Buffer[] = [];
-      stream.on("data", (c: unknown) => chunks.push(c as Buffer));
-      stream.on("end", () => {
-        files.set(header.name, Buffer.concat(chunks));
-        next();
-      });
-      stream.resume();
-    });
-    ex.on("finish", () => resolve());
-    ex.on("error", reject);
-  });
-  ex.end(gunzipSync(bytes));
-  await done;
-  return files;
-}
 
 const modules = [
   { id: "pv-1", content: "package caracal.authz\n\nallow_read if input.action == \"read\"\n" },

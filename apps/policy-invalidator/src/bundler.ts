@@ -87,7 +87,12 @@ export class ZoneBundler {
     if (binding === undefined) {
       if (current?.denyAll !== true) {
         const known = await this.zoneExists(zoneId);
-        if (!known) metrics.unknownZones.inc();
+        if (!known && current === undefined) {
+          // an invalidation or a request naming no zone: counted, nothing cached for it
+          metrics.unknownZones.inc();
+          logger.warn({ zone: zoneId }, "unknown zone: no bundle");
+          return;
+        }
         logger.info({ zone: zoneId, known }, "zone has no active policy set version: deny-all");
         await this.install(await buildDenyAllBundle(zoneId, this.o.signer), true);
       }

@@ -49,7 +49,7 @@ await runService({
       logger,
     });
 
-    http.route("/", bundleRoutes({ store, maxWaitMs: config.longPollMaxMs, onMissingZone: () => metrics.unknownZones.inc() }));
+    http.route("/", bundleRoutes({ store, maxWaitMs: config.longPollMaxMs, onMissingZone: (zone) => bundler.refresh(zone) }));
     http.get("/v1/zones/:zone/jwks.json", async (c) => {
       const zoneKeys = await keys.get(c.req.param("zone"));
       if (zoneKeys === undefined) return c.json({ error: "zone signing key not found" }, 404);

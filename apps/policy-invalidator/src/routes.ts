@@ -26,7 +26,12 @@ export function preferWaitMs(header: string | undefined, maxWaitMs: number): num
   return m === null ? 0 : Math.min(Number(m[1]) * 1000, maxWaitMs);
 }
 
-export function bundleRoutes(options: { store: BundleStore; maxWaitMs: number; onMissingZone?: (zone: string) => void }): Hono {
+export function bundleRoutes(options: {
+  store: BundleStore;
+  maxWaitMs: number;
+  /** Builds a zone seen for the first time (an unbound zone gets deny-all; an unknown one nothing). */
+  onMissingZone?: (zone: string) => Promise<void>;
+}): Hono {
   const { store, maxWaitMs } = options;
   const app = new Hono();
   app.get("/bundles/:file", async (c) => {
@@ -35,8 +40,9 @@ export function bundleRoutes(options: { store: BundleStore; maxWaitMs: number; o
     const zone = file.slice(0, -".tar.gz".length);
     let bundle = store.get(zone);
     if (bundle === undefined) {
-      options.onMissingZone?.(zone);
-      return c.text("no bundle for this zone", 404);
+      await options.onMissingZone?.(zone);
+      bundle = store.get(zone);
+      if (bundle === undefined) return c.text("no bundle for this zone", 404);
     }
     const ifNoneMatch = c.req.header("If-None-Match");
     const longPoll = (c.req.header("Accept") ?? "").includes(OPA_BUNDLE_CONTENT_TYPE) || c.req.header("Prefer") !== undefined;
