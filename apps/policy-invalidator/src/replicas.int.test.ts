@@ -114,4 +114,27 @@ describe.skipIf(!hasRedis() || !hasPostgres())("policy invalidator replicas", ()
     await new Promise((r) => setTimeout(r, 1000));
     expect(await redis.client.xlen(dead)).toBe(2);
   });
+  it("key invalidation drops and reloads one zone only; the JWKS ETag changes on rotation", async () => {
+    const jwk = (x: string) => JSON.stringify({ kty: "EC", crv: "P-256", x, y: x });
+    await db.pool.query("INSERT INTO zone_public_keys (zone_id, kid, public_jwk) VALUES ('z-ok', 'k1', $1::jsonb), ('z-unbound', 'u1', $2::jsonb)", [jwk("a"), jwk("b")]);
+    const jwks = async (p: number, zone: string) => {
+      const res = await get(p, `/v1/zones/${zone}/jwks.json`);
+      return { etag: res.headers.get("etag"), body: (await res.json()) as { keys: Array<{ kid: string }> } };
+    };
+    const ok1 = await Promise.all(ports.map((p) => jwks(p, "z-ok")));
+    const other1 = await Promise.all(ports.map((p) => jwks(p, "z-unbound")));
+    for (const j of ok1) expect(j.body.keys.map((k) => k.kid)).toEqual(["k1"]);
+    expect((await get(ports[0]!, "/v1/zones/z-ok/jwks.json", { "If-None-Match": ok1[0]!.etag! })).status).toBe(304);
+    // rotation in both zones' rows, but only z-ok is invalidated
+    await db.pool.query("INSERT INTO zone_public_keys (zone_id, kid, public_jwk, created_at) VALUES ('z-ok', 'k2', $1::jsonb, now() + interval '1 second'), ('z-unbound', 'u2', $2::jsonb, now())", [jwk("c"), jwk("d")]);
+    const publisher = new StreamPublisher({ redis: redis.client, signing: { mode: "stable", signer: StreamSigner.fromHex(TEST_KEY_HEX) }, keyPrefix: redis.keyPrefix, maxLenFor: () => 1000 });
+    await publisher.publishBatch([{ stream: Topics.keysInvalidate.stream, fields: { zone_id: "z-ok", key_id: "k2", reason: "rotation" } }]);
+    for (const [i, p] of ports.entries()) {
+      await waitFor(async () => (await jwks(p, "z-ok")).etag !== ok1[i]!.etag, 10_000, "rotated JWKS");
+      expect((await jwks(p, "z-ok")).body.keys.map((k) => k.kid)).toEqual(["k2", "k1"]);
+      // the other zone was not invalidated: its cached keys still serve
+      expect(await jwks(p, "z-unbound")).toEqual(other1[i]);
+    }
+    expect((await get(ports[0]!, "/v1/zones/no-such-zone/jwks.json")).status).toBe(404);
+  });
 });
