@@ -30,7 +30,8 @@ const prefix = `bench:policy:${process.pid}:`;
 const main = (rel: string) => fileURLToPath(new URL(rel, import.meta.url));
 
 function spawnService(path: string, line: string, env: Record<string, string>): { child: ChildProcess; port: Promise<number> } {
-  const child = spawn(process.execPath, [path], { env: { PATH: process.env.PATH ?? "", STREAMS_HMAC_KEY: KEY, PORT: "0", LOG_LEVEL: "warn", ...env }, stdio: ["ignore", "pipe", "inherit"] });
+  const child = spawn(process.execPath, [path], { env: { PATH: process.env.PATH ?? "", STREAMS_HMAC_KEY: KEY, PORT: "0", LOG_LEVEL: "info", ...env }, stdio: ["ignore", "pipe", "inherit"] });
+  child.stdout?.resume();
   let out = "";
   const port = new Promise<number>((resolve, reject) => {
     child.stdout?.on("data", (c: Buffer) => {
