@@ -243,9 +243,15 @@ describe.skipIf(!hasRedis() || !hasPostgres())("caracal-streams CLI against real
   });
 
   it("policy status: the active version per zone and the revision each replica serves, exit 1 when replicas disagree", async () => {
-    await db.pool.query(`CREATE TABLE IF NOT EXISTS policy_set_versions (id text PRIMARY KEY, policy_set_id text NOT NULL, version integer NOT NULL, manifest_json jsonb NOT NULL DEFAULT '[]', manifest_sha256 text NOT NULL, schema_version integer NOT NULL DEFAULT 1)`);
-    await db.pool.query(`CREATE TABLE IF NOT EXISTS policy_set_bindings (zone_id text NOT NULL, policy_set_id text NOT NULL, active_version_id text, PRIMARY KEY (zone_id, policy_set_id))`);
-    await db.pool.query(`INSERT INTO policy_set_versions (id, policy_set_id, version, manifest_sha256) VALUES ('psv-1', 'ps-1', 3, 'abc'), ('psv-2', 'ps-2', 1, 'def')`);
+    // upstream's policy tables (migration 0015), seeded as upstream's API leaves them
+    for (const z of ["z1", "z2", "z3"]) await db.pool.query("INSERT INTO zones (id, name, slug) VALUES ($1, $1, $1)", [z]);
+    for (const [ps, z] of [["ps-1", "z1"], ["ps-2", "z2"], ["ps-3", "z3"]]) {
+      await db.pool.query("INSERT INTO policy_sets (id, zone_id, name, created_by) VALUES ($1, $2, $1, 'test')", [ps, z]);
+    }
+    await db.pool.query(
+      `INSERT INTO policy_set_versions (id, policy_set_id, version, manifest_json, manifest_sha256, schema_version, created_by)
+       VALUES ('psv-1', 'ps-1', 3, '[]', 'abc', '1', 'test'), ('psv-2', 'ps-2', 1, '[]', 'def', '1', 'test')`,
+    );
     await db.pool.query(`INSERT INTO policy_set_bindings (zone_id, policy_set_id, active_version_id) VALUES ('z1', 'ps-1', 'psv-1'), ('z2', 'ps-2', 'psv-2'), ('z3', 'ps-3', NULL)`);
     const { createServer } = await import("node:http");
     const replica = (revisions: Record<string, string>) =>

@@ -14,3 +14,23 @@ export class OutboxFieldsInvalidError extends CaracalError {
     super(`outbox: fields for topic ${topic} are invalid: ${problems}`);
   }
 }
+
+/** Why `activatePolicySetVersion` refused an activation; nothing was changed. */
+export type PolicyActivationProblem =
+  | "version_not_found"
+  | "manifest_invalid"
+  | "manifest_sha256_mismatch"
+  | "referenced_policy_version_missing"
+  | "policy_set_binding_not_found";
+
+/** `activatePolicySetVersion` refused: the version, its manifest or the zone's binding is not what it must be. */
+export class PolicyActivationError extends CaracalError {
+  readonly code = "POLICY_ACTIVATION_REFUSED";
+  readonly permanent = true;
+  constructor(
+    readonly problem: PolicyActivationProblem,
+    detail: string,
+  ) {
+    super(`policy activation refused (${problem}): ${detail}`);
+  }
+}
