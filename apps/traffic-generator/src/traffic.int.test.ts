@@ -88,6 +88,11 @@ describe.skipIf(!hasRedis() || !hasPostgres())("traffic generator", () => {
     }
     const anchors = new Set(of(Topics.sessionsRevoke).flatMap((e) => ["session_id", "sid", "root_sid", "agent_session_id", "delegation_edge_id"].filter((k) => e[k] !== undefined)));
     expect(anchors).toEqual(new Set(["session_id", "sid", "root_sid", "agent_session_id", "delegation_edge_id"]));
+    // policy changes are real activations of upstream's tables, alternating between two versions
+    const bindings = await db.pool.query<{ zone_id: string; active_version_id: string }>("SELECT zone_id, active_version_id FROM policy_set_bindings ORDER BY zone_id");
+    expect(bindings.rows.map((r) => r.zone_id)).toEqual(["zone-1", "zone-2"]);
+    const activated = new Set(of(Topics.policyInvalidate).map((e) => e.policy_set_version_id));
+    expect(activated).toEqual(new Set(["demo-zone-1-set-v1", "demo-zone-1-set-v2", "demo-zone-2-set-v1", "demo-zone-2-set-v2"]));
   });
 
   it("writes no outbox rows at rate 0, and counts rows it could not write", async () => {

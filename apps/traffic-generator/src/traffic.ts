@@ -7,7 +7,7 @@
 import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 
-import { enqueue } from "@caracal/outbox";
+import { activatePolicySetVersion, enqueue, manifestSha256 } from "@caracal/outbox";
 import type { AuditEvent } from "@caracal/streams-core";
 import type { Logger } from "pino";
 import type pg from "pg";
@@ -91,7 +91,13 @@ export class OutboxProducers {
     const client = await pool.connect();
     try {
       await client.query("BEGIN");
-      await enqueue(client, topic, fields as never);
+      // a policy change is an activation where upstream's policy tables exist (the policy-invalidator then
+      // builds real bundles), else the invalidation alone
+      if (topic === "policyInvalidate" && (await this.policyTables(client))) {
+        const count = this.activations.get(zone) ?? 0;
+        this.activations.set(zone, count + 1);
+        await activateDemoPolicy(client, zone, count % 2 === 0 ? "v1" : "v2");
+      } else await enqueue(client, topic, fields as never);
       await client.query("COMMIT");
       return topic;
     } catch (error) {
@@ -100,6 +106,17 @@ export class OutboxProducers {
     } finally {
       client.release();
     }
+  }
+
+  private hasPolicyTables: boolean | undefined;
+  private readonly activations = new Map<string, number>();
+
+  private async policyTables(client: pg.PoolClient): Promise<boolean> {
+    if (this.hasPolicyTables === undefined) {
+      const { rows } = await client.query<{ ok: boolean }>("SELECT to_regclass('policy_set_bindings') IS NOT NULL AS ok");
+      this.hasPolicyTables = rows[0]?.ok === true;
+    }
+    return this.hasPolicyTables;
   }
 
   private next(zone: string, n: number): [OutboxTopic, Record<string, string>] {
@@ -147,6 +164,44 @@ export class OutboxProducers {
     if (inv.step === states.length) open.shift();
     return { event: `invocation.${state}`, zone_id: zone, invocation_id: inv.id, service_id: inv.service, status: state };
   }
+}
+
+/**
+ * Activates the next version of the zone's demo policy set, as upstream's API does: the zone, two Rego
+ * modules and two set versions are created once (idempotently), and the activation alternates between
+ * them (`activatePolicySetVersion`: manifest checked, binding switched, `caracal.policy.invalidate`
+ * enqueued in the same transaction).
+ */
+async function activateDemoPolicy(client: pg.PoolClient, zone: string, version: "v1" | "v2"): Promise<void> {
+  const id = (what: string) => `demo-${zone}-${what}`;
+  const modules = [
+    ["pv-base", "package caracal.authz\n\nimport rego.v1\n\ndefault allow := false\n\nallow if input.scope == \"read\"\n"],
+    ["pv-extra", "package caracal.authz.extra\n\nimport rego.v1\n\ndeny_reasons contains \"outside_hours\" if input.hour > 22\n"],
+  ] as const;
+  await client.query("INSERT INTO zones (id, name, slug) VALUES ($1, $1, $1) ON CONFLICT DO NOTHING", [zone]);
+  await client.query("INSERT INTO policies (id, zone_id, name, created_by) VALUES ($1, $2, 'demo', 'traffic-generator') ON CONFLICT DO NOTHING", [id("policy"), zone]);
+  for (const [pv, content] of modules) {
+    await client.query(
+      `INSERT INTO policy_versions (id, policy_id, version, content, content_sha256, schema_version, created_by)
+       VALUES ($1, $2, $3, $4, encode(sha256(convert_to($4, 'UTF8')), 'hex'), 'v1', 'traffic-generator') ON CONFLICT DO NOTHING`,
+      [id(pv), id("policy"), pv === "pv-base" ? 1 : 2, content],
+    );
+  }
+  await client.query("INSERT INTO policy_sets (id, zone_id, name, created_by) VALUES ($1, $2, 'demo', 'traffic-generator') ON CONFLICT DO NOTHING", [id("set"), zone]);
+  const versions = [
+    ["v1", [id("pv-base")]],
+    ["v2", [id("pv-base"), id("pv-extra")]],
+  ] as const;
+  for (const [v, ids] of versions) {
+    const manifest = ids.map((policy_version_id) => ({ policy_version_id }));
+    await client.query(
+      `INSERT INTO policy_set_versions (id, policy_set_id, version, manifest_json, manifest_sha256, schema_version, created_by)
+       VALUES ($1, $2, $3, $4::jsonb, $5, 'v1', 'traffic-generator') ON CONFLICT DO NOTHING`,
+      [id(`set-${v}`), id("set"), v === "v1" ? 1 : 2, JSON.stringify(manifest), manifestSha256(manifest)],
+    );
+  }
+  await client.query("INSERT INTO policy_set_bindings (zone_id, policy_set_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", [zone, id("set")]);
+  await activatePolicySetVersion(client, zone, id("set"), id(`set-${version}`));
 }
 
 /** A revocation on one of the anchors upstream producers use, in turn. */
