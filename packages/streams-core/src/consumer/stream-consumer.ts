@@ -157,6 +157,11 @@ export function createConsumer<T>(options: ConsumerOptions<T>): StreamConsumer<T
  * in `options.redis` belongs to the caller and is never closed here; the blocking-read connection is.
  */
 export class StreamConsumer<T> {
+  /**
+   * Date.now() of the last successful read reply from Redis in the fan-out loop (an empty reply after
+   * BLOCK counts as contact); undefined before the first. Freshness of a fan-out cache is judged by it.
+   */
+  lastContactAt: number | undefined = undefined;
   private readonly o: Resolved<T>;
   private readonly deadLetters: DeadLetterWriter;
   private readonly handlerSlots: Semaphore;
@@ -580,6 +585,7 @@ export class StreamConsumer<T> {
         await this.onLoopError(error, "read");
         continue;
       }
+      this.lastContactAt = Date.now();
       this.onLoopSuccess();
       const raw = entriesOf(reply);
       if (raw.length === 0) continue;
