@@ -99,7 +99,7 @@ export async function startRevocationConsumer(ctx: AppContext): Promise<Revocati
     handleBatch: async (messages) => {
       const epochs = maxEpochs(messages);
       await raiseEpochsInTable(pool, epochs);
-      await raiseEpochsInRedis(redis, config.keyPrefix, epochs);
+      await raiseEpochsInRedis(redis, config.keyPrefix, epochs, config.ttlMs);
       epochsApplied.inc(messages.length);
     },
   });
@@ -127,7 +127,7 @@ export async function startRevocationConsumer(ctx: AppContext): Promise<Revocati
     if (config.reconcileIntervalMs === 0) return;
     while (await sleep(config.reconcileIntervalMs, signal)) {
       try {
-        const n = await reconcileOnce(pool, redis, config.keyPrefix, config.reconcilePageRows, signal);
+        const n = await reconcileOnce(pool, redis, config.keyPrefix, config.reconcilePageRows, config.ttlMs, signal);
         if (n > 0) {
           repaired.inc(n);
           logger.warn({ repaired: n }, "reconcile rewrote revoked-session keys missing from Redis");

@@ -9,7 +9,7 @@ import { raiseEpochsInRedis, setRevokedKeys } from "./writer.js";
  * present key is never touched), page by page in id order; then every zone's epoch key is raised to the
  * table's. Returns the number of keys written.
  */
-export async function reconcileOnce(pool: pg.Pool, redis: RedisClient, keyPrefix: string, pageRows: number, signal?: AbortSignal): Promise<number> {
+export async function reconcileOnce(pool: pg.Pool, redis: RedisClient, keyPrefix: string, pageRows: number, ttlMs: number, signal?: AbortSignal): Promise<number> {
   let after = 0;
   let repaired = 0;
   for (;;) {
@@ -25,6 +25,6 @@ export async function reconcileOnce(pool: pg.Pool, redis: RedisClient, keyPrefix
     if (page.rows.length < pageRows) break;
   }
   const epochs = await pool.query<{ zone_id: string; epoch: string }>("SELECT zone_id, epoch::text AS epoch FROM delegation_epochs");
-  await raiseEpochsInRedis(redis, keyPrefix, new Map(epochs.rows.map((r) => [r.zone_id, BigInt(r.epoch)])));
+  await raiseEpochsInRedis(redis, keyPrefix, new Map(epochs.rows.map((r) => [r.zone_id, BigInt(r.epoch)])), ttlMs);
   return repaired;
 }

@@ -112,12 +112,25 @@ export async function setRevokedKeys(
   return written;
 }
 
-/** Raises a zone's epoch key only when the new value is greater (compare-and-set in one script). */
+/**
+ * Raises a zone's epoch key only when the new value is greater, compared as decimal digit strings (no
+ * precision limit), and sets it with a PX TTL as upstream's resource-server store does; a missing or
+ * non-numeric current value reads as 0. KEYS[1] epoch key, ARGV[1] epoch, ARGV[2] TTL in ms.
+ */
 export const RAISE_EPOCH_SCRIPT = `
-local current = redis.call('GET', KEYS[1])
-if current and tonumber(current) >= tonumber(ARGV[1]) then return 0 end
-redis.call('SET', KEYS[1], ARGV[1])
-return 1`;
+local function normalize(v)
+  if not string.match(v, '^%d+$') then return '0' end
+  v = string.gsub(v, '^0+', '')
+  if v == '' then return '0' end
+  return v
+end
+local current = normalize(redis.call('GET', KEYS[1]) or '0')
+local candidate = normalize(ARGV[1])
+if string.len(candidate) > string.len(current) or (string.len(candidate) == string.len(current) and candidate > current) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0`;
 
 /** Highest epoch per zone in a batch of `caracal.delegations.invalidate`. */
 export function maxEpochs(messages: readonly StreamMessage<TopicMessage<"delegationsInvalidate">>[]): Map<string, bigint> {
@@ -143,8 +156,8 @@ export async function raiseEpochsInTable(pool: pg.Pool, epochs: ReadonlyMap<stri
 }
 
 /** Raises the Redis epoch keys (pipelined script calls); never lowers one. */
-export async function raiseEpochsInRedis(redis: RedisClient, keyPrefix: string, epochs: ReadonlyMap<string, bigint>): Promise<void> {
-  const commands = [...epochs].map(([zone, epoch]) => new Command("eval", [RAISE_EPOCH_SCRIPT, 1, delegationEpochKey(keyPrefix, zone), epoch.toString()]));
+export async function raiseEpochsInRedis(redis: RedisClient, keyPrefix: string, epochs: ReadonlyMap<string, bigint>, ttlMs: number): Promise<void> {
+  const commands = [...epochs].map(([zone, epoch]) => new Command("eval", [RAISE_EPOCH_SCRIPT, 1, delegationEpochKey(keyPrefix, zone), epoch.toString(), ttlMs]));
   const results = await sendCommands(redis, commands);
   for (const [error] of results) {
     if (error !== null) throw new RevocationRedisWriteError("raising delegation epoch keys failed", { cause: error });
