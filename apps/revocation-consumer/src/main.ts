@@ -19,7 +19,11 @@ logger.info({ config: describeConfig(config) }, "revocation consumer starting");
 
 await runUntilSignal(
   logger,
-  async (signal) => {
+  async (outerSignal) => {
+    // Aborted on SIGTERM/SIGINT, and when start-up fails, so no loop outlives the connections closed below.
+    const controller = new AbortController();
+    outerSignal.addEventListener("abort", () => controller.abort(), { once: true });
+    const signal = controller.signal;
     const registry = new Registry();
     collectDefaultMetrics({ register: registry });
     const pool = createPool(config.databaseUrl, { max: 6, connectionTimeoutMillis: 5_000 });
@@ -28,10 +32,13 @@ await runUntilSignal(
     redis.on("error", (error: Error) => logger.warn({ err: error }, "redis connection error"));
     const checks = new Map<string, () => boolean | Promise<boolean>>();
     const stops: Array<[string, () => Promise<void>]> = [];
+    // The app's routes: registered before the first request reaches them (hono builds its matcher then).
     const http = new Hono();
+    let appStarted = false;
+    const ops = new Hono();
     let detail: () => Record<string, unknown> = () => ({});
-    http.get("/healthz", (c) => c.json({ status: "ok" }));
-    http.get("/readyz", async (c) => {
+    ops.get("/healthz", (c) => c.json({ status: "ok" }));
+    ops.get("/readyz", async (c) => {
       const entries = await Promise.all(
         [...checks].map(async ([name, check]) => {
           try {
@@ -44,12 +51,13 @@ await runUntilSignal(
       const ready = entries.length > 0 && entries.every(([, ok]) => ok);
       return c.json({ status: ready ? "ready" : "not_ready", checks: Object.fromEntries(entries), detail: detail() }, ready ? 200 : 503);
     });
-    http.get("/metrics", async (c) => {
+    ops.get("/metrics", async (c) => {
       c.header("Content-Type", registry.contentType);
       return c.body(await registry.metrics());
     });
+    ops.all("*", (c) => (appStarted ? http.fetch(c.req.raw) : c.json({ error: "starting", message: "revocation state not loaded yet" }, 503)));
     const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
-      const s = serve({ fetch: http.fetch, port: config.port, hostname: "0.0.0.0" }, () => resolve(s));
+      const s = serve({ fetch: ops.fetch, port: config.port, hostname: "0.0.0.0" }, () => resolve(s));
       s.once("error", reject);
     });
     const address = server.address();
@@ -67,8 +75,10 @@ await runUntilSignal(
         onStop: (name, stop) => stops.push([name, stop]),
       });
       detail = app.readinessDetail;
+      appStarted = true;
       await app.done;
     } finally {
+      controller.abort();
       for (const [name, stop] of stops.reverse()) await stop().catch((error: unknown) => logger.warn({ err: error, part: name }, "stop failed"));
       await new Promise<void>((r) => server.close(() => r()));
       await closeClient(redis);
