@@ -62,6 +62,11 @@ export async function startRevocationConsumer(ctx: AppContext): Promise<Revocati
   const repaired = new Counter({ name: "caracal_revocation_keys_repaired_total", help: "Revoked-session keys rewritten by the reconcile loop.", registers: [registry] });
   const epochsApplied = new Counter({ name: "caracal_delegation_epochs_applied_total", help: "Delegation invalidation entries applied.", registers: [registry] });
 
+  const report =
+    config.reportAppliedIpc && process.send !== undefined
+      ? (kind: "cache" | "keys", anchors: string[]) => process.send?.({ kind, anchors, at: Date.now() })
+      : undefined;
+
   const sessions = new StreamConsumer<TopicMessage<"sessionsRevoke">>({
     redis,
     topic: Topics.sessionsRevoke,
@@ -80,6 +85,7 @@ export async function startRevocationConsumer(ctx: AppContext): Promise<Revocati
       const expiries = await upsertRevocations(pool, revocationRows(messages, config.ttlMs));
       await setRevokedKeys(redis, config.keyPrefix, expiries);
       applied.inc(messages.length);
+      report?.("keys", expiries.map((e) => e.anchorId));
     },
   });
   const delegationGroup = Topics.delegationsInvalidate.groups.resource;
@@ -117,6 +123,7 @@ export async function startRevocationConsumer(ctx: AppContext): Promise<Revocati
     blockMs: config.blockMs,
     registry,
     logger: logger.child({ part: "revocation-cache" }),
+    ...(report === undefined ? {} : { onApplied: (entries: ReadonlyArray<{ anchors: readonly string[] }>) => report("cache", entries.flatMap((e) => [...e.anchors])) }),
   });
 
   const sessionsDone = sessions.run(signal);

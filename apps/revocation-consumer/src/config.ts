@@ -4,7 +4,7 @@
  */
 import { Topics } from "@caracal/streams-core";
 import type { CaracalServiceSettings } from "@caracal/service-kit";
-import { ConfigProblems, caracalModeOf, caracalServiceEnv, caracalServiceSettings, intVar, loadEnv, streamSigningFromEnv } from "@caracal/service-kit";
+import { ConfigProblems, boolVar, caracalModeOf, caracalServiceEnv, caracalServiceSettings, intVar, loadEnv, streamSigningFromEnv } from "@caracal/service-kit";
 import { z } from "zod";
 
 const revocationGroups = Object.values(Topics.sessionsRevoke.groups) as [string, ...string[]];
@@ -33,6 +33,11 @@ export const envSchema = z.object({
   REVOCATION_BATCH_SIZE: intVar(100, { min: 1, max: 10_000 }),
   /** Pending entries idle this long are reclaimed. Default 30,000 ms. */
   REVOCATION_CLAIM_IDLE_MS: intVar(30_000, { min: 100 }),
+  /**
+   * Benchmark hook: when "true" and the process has an IPC channel, send the parent `{ kind: "cache" | "keys",
+   * anchors, at }` when revocations reach the cache or Redis. Default false.
+   */
+  REVOCATION_REPORT_APPLIED_IPC: boolVar(false),
 });
 
 export interface RevocationConfig extends CaracalServiceSettings {
@@ -47,6 +52,7 @@ export interface RevocationConfig extends CaracalServiceSettings {
   blockMs: number;
   batchSize: number;
   claimIdleMs: number;
+  reportAppliedIpc: boolean;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv | Record<string, string | undefined>): RevocationConfig {
@@ -72,6 +78,7 @@ export function loadConfig(env: NodeJS.ProcessEnv | Record<string, string | unde
     blockMs: e.REVOCATION_BLOCK_MS,
     batchSize: e.REVOCATION_BATCH_SIZE,
     claimIdleMs: e.REVOCATION_CLAIM_IDLE_MS,
+    reportAppliedIpc: e.REVOCATION_REPORT_APPLIED_IPC,
   };
 }
 
