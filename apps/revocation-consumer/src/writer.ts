@@ -4,7 +4,7 @@
  */
 import { anchorsOf, delegationEpochKey, entryIdMs, revokedKey } from "@caracal/revocation-cache";
 import type { RedisClient, StreamMessage, TopicMessage } from "@caracal/streams-core";
-import { CaracalError, sendCommands } from "@caracal/streams-core";
+import { CaracalError, isCluster, sendCommands, type CommandResult } from "@caracal/streams-core";
 import { Command } from "ioredis";
 import type pg from "pg";
 
@@ -12,6 +12,23 @@ import type pg from "pg";
 export class RevocationRedisWriteError extends CaracalError {
   readonly code = "REVOCATION_REDIS_WRITE_FAILED";
   readonly permanent = false;
+}
+
+/**
+ * Sends single-key commands back to back. One node: one pipelined write (`sendCommands`). A cluster: the
+ * keys of a batch hash to different slots and nodes, which one ioredis pipeline refuses, so each command
+ * is sent on its own without waiting for the previous reply: still one round trip per node, not per key.
+ */
+export async function sendPerKey(redis: RedisClient, commands: readonly Command[]): Promise<CommandResult[]> {
+  if (!isCluster(redis)) return sendCommands(redis, commands);
+  return Promise.all(
+    commands.map((command) =>
+      (redis.sendCommand(command) as Promise<unknown>).then(
+        (reply): CommandResult => [null, reply],
+        (error: unknown): CommandResult => [error instanceof Error ? error : new Error(String(error)), null],
+      ),
+    ),
+  );
 }
 
 export interface RevocationRow {
@@ -101,9 +118,9 @@ export async function setRevokedKeys(
     if (px <= 0) continue;
     const args: Array<string | number> = [revokedKey(keyPrefix, k.anchorId), "1", "PX", px];
     if (options.nx === true) args.push("NX");
-    commands.push(new Command("set", args));
+    commands.push(new Command("set", args, { replyEncoding: "utf8" }));
   }
-  const results = await sendCommands(redis, commands);
+  const results = await sendPerKey(redis, commands);
   let written = 0;
   for (const [error, reply] of results) {
     if (error !== null) throw new RevocationRedisWriteError("writing revoked-session keys failed", { cause: error });
@@ -155,10 +172,10 @@ export async function raiseEpochsInTable(pool: pg.Pool, epochs: ReadonlyMap<stri
   );
 }
 
-/** Raises the Redis epoch keys (pipelined script calls); never lowers one. */
+/** Raises the Redis epoch keys (script calls sent back to back); never lowers one. */
 export async function raiseEpochsInRedis(redis: RedisClient, keyPrefix: string, epochs: ReadonlyMap<string, bigint>, ttlMs: number): Promise<void> {
-  const commands = [...epochs].map(([zone, epoch]) => new Command("eval", [RAISE_EPOCH_SCRIPT, 1, delegationEpochKey(keyPrefix, zone), epoch.toString(), ttlMs]));
-  const results = await sendCommands(redis, commands);
+  const commands = [...epochs].map(([zone, epoch]) => new Command("eval", [RAISE_EPOCH_SCRIPT, 1, delegationEpochKey(keyPrefix, zone), epoch.toString(), ttlMs], { replyEncoding: "utf8" }));
+  const results = await sendPerKey(redis, commands);
   for (const [error] of results) {
     if (error !== null) throw new RevocationRedisWriteError("raising delegation epoch keys failed", { cause: error });
   }
