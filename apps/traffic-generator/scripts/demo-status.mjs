@@ -60,8 +60,8 @@ async function serviceStatus({ name, port }) {
       try {
         const body = JSON.parse(r.text);
         reason = Object.entries(body.checks ?? {})
-          .filter(([, c]) => c && c.ok === false)
-          .map(([k, c]) => `${k}${c.reason ? `: ${c.reason}` : ""}`)
+          .filter(([, ok]) => ok === false)
+          .map(([k]) => `${k}${body.details?.[k] ? `: ${body.details[k]}` : ""}`)
           .join("; ");
       } catch {
         reason = r.text.slice(0, 60);

@@ -78,7 +78,7 @@ export const Topics = {
   delegationsInvalidate: topic({
     name: "delegationsInvalidate",
     stream: "caracal.delegations.invalidate",
-    groups: { observer: "delegations-observer" },
+    groups: { observer: "delegations-observer", resource: "resource-delegation-invalidation" },
     maxLen: 100_000,
     deadLetterStream: "caracal.delegations.invalidate.dead",
   }),
