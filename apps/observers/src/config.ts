@@ -4,6 +4,9 @@
  */
 import type { CaracalServiceSettings } from "@caracal/service-kit";
 import { ConfigProblems, boolVar, caracalModeOf, caracalServiceEnv, caracalServiceSettings, intVar, loadEnv, streamSigningFromEnv } from "@caracal/service-kit";
+import { describeSiemExportConfig, loadSiemExportConfig } from "@caracal/siem-export";
+import type { SiemExportConfig } from "@caracal/siem-export";
+import { parseHmacKey } from "@caracal/streams-core";
 import { z } from "zod";
 
 export const envSchema = z.object({
@@ -32,6 +35,8 @@ export const envSchema = z.object({
   OBSERVERS_CLAIM_IDLE_MS: intVar(30_000, { min: 100 }),
   /** Deliveries after which a failing entry is dead-lettered. Default 5. */
   OBSERVERS_MAX_DELIVERIES: intVar(5, { min: 1, max: 1000 }),
+  /** Hex key of the audit frame `sig`, checked by the SIEM export as the audit ingestor checks it. */
+  AUDIT_HMAC_KEY: z.string().optional(),
 });
 
 export interface ObserversConfig extends CaracalServiceSettings {
@@ -43,6 +48,9 @@ export interface ObserversConfig extends CaracalServiceSettings {
   batchSize: number;
   claimIdleMs: number;
   maxDeliveries: number;
+  /** The SIEM export (group siem-export), on when a sink is configured (`SIEM_*`, @caracal/siem-export). */
+  siem: SiemExportConfig | undefined;
+  auditKey: Buffer | undefined;
 }
 
 /** Parses and validates the environment; throws one ConfigError naming every bad variable. */
@@ -51,7 +59,12 @@ export function loadConfig(env: NodeJS.ProcessEnv | Record<string, string | unde
   const parsed = problems.check(() => loadEnv(envSchema, env));
   const mode = caracalModeOf(env);
   const signing = problems.check(() => streamSigningFromEnv(env, mode));
-  if (!problems.empty || parsed === undefined || signing === undefined) throw problems.error();
+  const siem = problems.check(() => loadSiemExportConfig(env) ?? null);
+  const auditKeyHex = env.AUDIT_HMAC_KEY;
+  let auditKey: Buffer | undefined;
+  if (auditKeyHex !== undefined && auditKeyHex !== "") auditKey = problems.check(() => parseHmacKey(auditKeyHex, "AUDIT_HMAC_KEY"));
+  else if (siem && mode !== "dev") problems.add(`AUDIT_HMAC_KEY: required by the SIEM export when CARACAL_MODE=${mode}`);
+  if (!problems.empty || parsed === undefined || signing === undefined || siem === undefined) throw problems.error();
   const e = parsed;
   return {
     ...caracalServiceSettings(e, mode, signing),
@@ -69,6 +82,8 @@ export function loadConfig(env: NodeJS.ProcessEnv | Record<string, string | unde
     batchSize: e.OBSERVERS_BATCH_SIZE,
     claimIdleMs: e.OBSERVERS_CLAIM_IDLE_MS,
     maxDeliveries: e.OBSERVERS_MAX_DELIVERIES,
+    siem: siem ?? undefined,
+    auditKey,
   };
 }
 
@@ -86,5 +101,7 @@ export function describeConfig(c: ObserversConfig): Record<string, unknown> {
     enabled: c.enabled,
     batchSize: c.batchSize,
     recentEventsPerStream: c.recentEventsPerStream,
+    siemExport: describeSiemExportConfig(c.siem),
+    auditKeySet: c.auditKey !== undefined,
   };
 }

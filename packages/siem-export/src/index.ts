@@ -1,0 +1,11 @@
+export { describeSiemExportConfig, loadSiemExportConfig, siemEnvSchema } from "./config.js";
+export type { SiemExportConfig, SinkFormat } from "./config.js";
+export { createSiemExport, SIEM_GROUP, sinksOf } from "./exporter.js";
+export type { SiemExport, SiemExportOptions } from "./exporter.js";
+export { formatted, hecEvent, syslogFrame, toCef, toOcsf } from "./formats.js";
+export type { ExportEvent } from "./formats.js";
+export { FileSink } from "./sinks/file.js";
+export { HecSink } from "./sinks/hec.js";
+export { SinkDownError } from "./sinks/sink.js";
+export type { Sink } from "./sinks/sink.js";
+export { SyslogSink } from "./sinks/syslog.js";
