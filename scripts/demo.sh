@@ -17,7 +17,7 @@
 # INGESTOR_PORT 9090, DISPATCHER_PORT 9091, TRAFFIC_PORT 9092, REVOCATION_PORT 9093, POLICY_PORT 9094,
 # OBSERVERS_PORT 9095; TRAFFIC_AUDIT_RATE 50, TRAFFIC_OUTBOX_RATE 6, DEMO_TAMPER (kinds, default none),
 # DEMO_DIR (logs and replay dir; default a new /tmp/caracal-demo.*), DEMO_SKIP_INSTALL=1 / DEMO_SKIP_BUILD=1
-# to rerun quickly.
+# to rerun quickly. The observers' SIEM export writes OCSF NDJSON files to $DEMO_DIR/siem (SIEM_FILE_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -150,6 +150,7 @@ for entry in "${apps[@]}"; do
   fi
   case "$name" in
     audit-ingestor) start_app "$name" "$port" AUDIT_TAMPER_SWEEP_INTERVAL_MS="${AUDIT_TAMPER_SWEEP_INTERVAL_MS:-10000}" AUDIT_GAP_GRACE_MS="${AUDIT_GAP_GRACE_MS:-5000}" ;;
+    observers) start_app "$name" "$port" SIEM_FILE_DIR="${SIEM_FILE_DIR:-$DEMO_DIR/siem}" SIEM_FILE_FORMAT="${SIEM_FILE_FORMAT:-ocsf}" ;;
     traffic-generator) start_app "$name" "$port" TRAFFIC_AUDIT_RATE="${TRAFFIC_AUDIT_RATE:-50}" TRAFFIC_OUTBOX_RATE="${TRAFFIC_OUTBOX_RATE:-6}" TRAFFIC_TAMPER="${DEMO_TAMPER:-}" TRAFFIC_TAMPER_EVERY_MS="${TRAFFIC_TAMPER_EVERY_MS:-10000}" ;;
     *) start_app "$name" "$port" ;;
   esac
