@@ -156,7 +156,7 @@ describe.skipIf(!hasRedis() || !hasPostgres())("caracal-streams CLI against real
 
     expect((await run(["outbox", "requeue"])).code).toBe(ExitCode.usage);
     const byAge = await run(["outbox", "requeue", "--older-than", "1h", "--json"]);
-    expect(JSON.parse(byAge.io.stdout.join("\n"))).toEqual({ requeued: 2 });
+    expect(JSON.parse(byAge.io.stdout.join("\n"))).toEqual({ requeued: 2, event_outbox: 2, caracal_outbox: 0 });
     const byId = await run(["outbox", "requeue", "--id", ids[2]!]);
     expect(byId.io.stdout.join("\n")).toContain("1 failed row(s) requeued");
     const { rows: left } = await db.pool.query("SELECT count(*)::int AS n FROM event_outbox WHERE failed_at IS NOT NULL");

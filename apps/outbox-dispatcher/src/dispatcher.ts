@@ -310,7 +310,7 @@ export class OutboxDispatcher {
 }
 
 /** Resolves to undefined on timeout; the late result is ignored. */
-async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+export async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
   let timer: NodeJS.Timeout | undefined;
   promise.catch(() => undefined);
   try {

@@ -44,3 +44,37 @@ export async function requeue(tx: OutboxTx, filter: RequeueFilter): Promise<numb
   );
   return Number(rows[0]?.n ?? 0);
 }
+
+/**
+ * `requeue` for upstream's second outbox, `caracal_outbox` (its Coordinator's): dead rows matching the
+ * filter back to `pending`, attempts reset, due now (`stream` is the row's `topic`; `failedBefore` its
+ * last update). `last_error` is kept until the next attempt. Returns 0 where the table does not exist.
+ */
+export async function requeueCoordinatorOutbox(tx: OutboxTx, filter: RequeueFilter): Promise<number> {
+  const exists = await run(tx, "SELECT to_regclass('caracal_outbox') IS NOT NULL AS ok", []);
+  if (exists[0]?.ok !== true) return 0;
+  let where: string;
+  let values: unknown[];
+  if ("ids" in filter) {
+    where = "id = ANY($1::text[])";
+    values = [[...filter.ids]];
+  } else if ("failedBefore" in filter) {
+    where = filter.stream === undefined ? "updated_at < $1" : "updated_at < $1 AND topic = $2";
+    values = filter.stream === undefined ? [filter.failedBefore] : [filter.failedBefore, filter.stream];
+  } else if ("stream" in filter) {
+    where = "topic = $1";
+    values = [filter.stream];
+  } else {
+    where = "TRUE";
+    values = [];
+  }
+  const rows = await run(
+    tx,
+    `WITH upd AS (
+       UPDATE caracal_outbox SET status = 'pending', attempts = 0, available_at = now(), updated_at = now()
+       WHERE status = 'dead' AND ${where} RETURNING 1
+     ) SELECT count(*)::int AS n, pg_notify('${OUTBOX_CHANNEL}', '') FROM upd`,
+    values,
+  );
+  return Number(rows[0]?.n ?? 0);
+}

@@ -4,7 +4,7 @@
  * published) and the oldest pending row per stream; requeue puts failed rows back in line
  * (`@caracal/outbox` requeue: the same statement an application would run).
  */
-import { requeue } from "@caracal/outbox";
+import { requeue, requeueCoordinatorOutbox } from "@caracal/outbox";
 import type { RequeueFilter } from "@caracal/outbox";
 
 import type { Connections } from "../config.js";
@@ -13,6 +13,8 @@ import type { Io } from "../output.js";
 import { formatAge, printJson, renderTable } from "../output.js";
 
 export interface OutboxStreamStatus {
+  /** `event_outbox`, or upstream's Coordinator outbox `caracal_outbox` (its failed rows are `dead`). */
+  table: "event_outbox" | "caracal_outbox";
   stream: string;
   pending: number;
   /** Pending rows waiting for a retry (attempts > 0). */
@@ -45,7 +47,38 @@ export async function collectOutboxStatus(conn: Connections): Promise<OutboxStre
       GROUP BY stream_name
       ORDER BY stream_name`,
   );
+  const coordinator = await collectCoordinatorOutboxStatus(conn);
+  return [
+    ...rows.map((r): OutboxStreamStatus => ({
+      table: "event_outbox",
+      stream: r.stream,
+      pending: Number(r.pending),
+      retrying: Number(r.retrying),
+      failed: Number(r.failed),
+      oldestPendingAgeSeconds: r.oldest_pending,
+      oldestFailedAgeSeconds: r.oldest_failed,
+      lastError: r.last_error,
+    })),
+    ...coordinator,
+  ];
+}
+
+/** The same per stream (`topic`) for `caracal_outbox`, where it exists. */
+async function collectCoordinatorOutboxStatus(conn: Connections): Promise<OutboxStreamStatus[]> {
+  const exists = await conn.pool().query<{ ok: boolean }>("SELECT to_regclass('caracal_outbox') IS NOT NULL AS ok");
+  if (exists.rows[0]?.ok !== true) return [];
+  const { rows } = await conn.pool().query<{ stream: string; pending: string; retrying: string; failed: string; oldest_pending: number | null; oldest_failed: number | null; last_error: string | null }>(
+    `SELECT topic AS stream,
+            count(*) FILTER (WHERE status = 'pending') AS pending,
+            count(*) FILTER (WHERE status = 'pending' AND attempts > 0) AS retrying,
+            count(*) FILTER (WHERE status = 'dead') AS failed,
+            extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending'))::float8 AS oldest_pending,
+            extract(epoch FROM now() - min(updated_at) FILTER (WHERE status = 'dead'))::float8 AS oldest_failed,
+            (array_agg(last_error ORDER BY updated_at DESC) FILTER (WHERE last_error IS NOT NULL))[1] AS last_error
+       FROM caracal_outbox WHERE status <> 'published' GROUP BY topic ORDER BY topic`,
+  );
   return rows.map((r) => ({
+    table: "caracal_outbox",
     stream: r.stream,
     pending: Number(r.pending),
     retrying: Number(r.retrying),
@@ -59,12 +92,12 @@ export async function collectOutboxStatus(conn: Connections): Promise<OutboxStre
 export async function outboxStatus(conn: Connections, io: Io, options: { json?: boolean }): Promise<void> {
   const status = await collectOutboxStatus(conn);
   if (options.json) return printJson(io, status);
-  if (status.length === 0) return io.out("event_outbox: nothing pending or failed");
+  if (status.length === 0) return io.out("event_outbox and caracal_outbox: nothing pending or failed");
   io.out(
     renderTable(
       io,
-      ["stream", "pending", "retrying", "oldest pending", "failed", "oldest failed", "last error"],
-      status.map((s) => [s.stream, s.pending, s.retrying, formatAge(s.oldestPendingAgeSeconds ?? undefined), s.failed, formatAge(s.oldestFailedAgeSeconds ?? undefined), s.lastError ?? ""]),
+      ["table", "stream", "pending", "retrying", "oldest pending", "failed", "oldest failed", "last error"],
+      status.map((s) => [s.table, s.stream, s.pending, s.retrying, formatAge(s.oldestPendingAgeSeconds ?? undefined), s.failed, formatAge(s.oldestFailedAgeSeconds ?? undefined), s.lastError ?? ""]),
     ),
   );
 }
@@ -93,8 +126,10 @@ export async function outboxRequeue(
   } else if (options.stream !== undefined) filter = { stream: options.stream };
   else if (options.allFailed) filter = { allFailed: true };
   else throw new CliError("requeue needs --id <id> (repeatable), --stream <stream>, --older-than <age> or --all-failed", ExitCode.usage);
-  const n = await requeue(conn.pool(), filter);
-  if (options.json) printJson(io, { requeued: n });
-  else io.out(`${n} failed row(s) requeued`);
+  const events = await requeue(conn.pool(), filter);
+  const coordinator = await requeueCoordinatorOutbox(conn.pool(), filter);
+  const n = events + coordinator;
+  if (options.json) printJson(io, { requeued: n, event_outbox: events, caracal_outbox: coordinator });
+  else io.out(`${n} failed row(s) requeued (event_outbox ${events}, caracal_outbox ${coordinator})`);
   return n;
 }
