@@ -42,7 +42,7 @@ function environment(service: Service): Record<string, string> {
 
 describe("docker-compose.yml", () => {
   it("has the stores, the one-shot jobs and every app", () => {
-    for (const name of ["redis", "postgres", "minio", "minio-init", "migrate", "outbox-dispatcher", "audit-ingestor", "traffic-generator"]) {
+    for (const name of ["redis", "postgres", "minio", "minio-init", "migrate", "outbox-dispatcher", "audit-ingestor", "traffic-generator", "revocation-consumer", "policy-invalidator", "observers", "prometheus", "grafana"]) {
       expect(services[name], name).toBeDefined();
     }
     expect(services.redis?.image).toMatch(/^redis:7/);
@@ -62,7 +62,7 @@ describe("docker-compose.yml", () => {
       expect(pkg.scripts?.build, name).toBeTruthy();
       expect(service.image, name).toBe(`caracal/${app}:dev`);
     }
-    expect(appServices.map(([n]) => n).sort()).toEqual(["audit-ingestor", "outbox-dispatcher", "traffic-generator"]);
+    expect(appServices.map(([n]) => n).sort()).toEqual(["audit-ingestor", "observers", "outbox-dispatcher", "policy-invalidator", "revocation-consumer", "traffic-generator"]);
   });
 
   it("gives every app an environment its own config accepts, with dev keys that decode", async () => {
@@ -132,7 +132,10 @@ describe("docker-compose.yml", () => {
 describe("infra/Dockerfile", () => {
   it("is multi-stage on a pinned node:24.x-slim with an APP build arg", () => {
     expect(dockerfile).toMatch(/^ARG NODE_IMAGE=node:24\.\d+(\.\d+)?-slim$/m);
-    expect(dockerfile.match(/^FROM \$\{NODE_IMAGE\} AS \w+$/gm)).toHaveLength(2);
+    expect(dockerfile.match(/^FROM \$\{NODE_IMAGE\} AS \w+$/gm)).toEqual(["FROM ${NODE_IMAGE} AS prune", "FROM ${NODE_IMAGE} AS build", "FROM ${NODE_IMAGE} AS runtime"]);
+    // the workspace cut down to the app and its dependencies (turbo prune), then a HEALTHCHECK
+    expect(dockerfile).toMatch(/turbo prune "@caracal\/\$\{APP\}" --docker/);
+    expect(dockerfile).toMatch(/^HEALTHCHECK /m);
     expect(dockerfile).toMatch(/^ARG APP$/m);
   });
 
