@@ -1,13 +1,12 @@
 /** Composition root of the policy invalidator (`node dist/main.js`): bundles and keys per zone, fan-out. */
+import { KeyCache } from "@caracal/key-cache";
 import { runService } from "@caracal/service-kit";
 import type { TopicMessage } from "@caracal/streams-core";
 import { StreamConsumer, Topics, createPrometheusConsumerMetrics } from "@caracal/streams-core";
-import { Counter } from "prom-client";
 
 import { ZoneBundler } from "./bundler.js";
 import { describeConfig, loadConfig } from "./config.js";
 import { etagMatches } from "./routes.js";
-import { ZoneKeyCache } from "./keys.js";
 import { createPolicyMetrics } from "./metrics.js";
 import { bundleRoutes } from "./routes.js";
 import { bundleSignerOf } from "./signer.js";
@@ -22,8 +21,9 @@ await runService({
     const store = new BundleStore();
     const metrics = createPolicyMetrics(registry, store);
     const bundler = new ZoneBundler({ pool, store, logger, metrics, signer: await bundleSignerOf(config) });
-    const keyReloadFailures = new Counter({ name: "caracal_policy_key_reload_failures_total", help: "Zone key reloads that failed (the keys held keep serving)", registers: [registry] });
-    const keys = new ZoneKeyCache({ pool, logger, onReloadFailed: () => keyReloadFailures.inc() });
+    // each zone's public keys for the JWKS route: the key cache library any service uses (fan-out)
+    const keyCache = new KeyCache({ redis, pool, signing: config.signing, logger, consumerName: replica, keyPrefix: config.keyPrefix, registry });
+    const keys = keyCache.zones;
 
     const policyTopic = Topics.policyInvalidate;
     const policyConsumer = new StreamConsumer<TopicMessage<"policyInvalidate">>({
@@ -37,18 +37,6 @@ await runService({
       metrics: createPrometheusConsumerMetrics(registry, { stream: policyTopic.stream, group: policyTopic.groups.opaEngine }),
       logger,
     });
-    const keysTopic = Topics.keysInvalidate;
-    const keysConsumer = new StreamConsumer<TopicMessage<"keysInvalidate">>({
-      redis, topic: keysTopic, group: keysTopic.groups.stsKeys, consumer: replica, signing: config.signing, keyPrefix: config.keyPrefix,
-      delivery: "fanout",
-      handleBatch: async (messages) => {
-        const zones = new Set(messages.map((m) => m.body.zone_id));
-        await Promise.all([...zones].map((z) => keys.invalidate(z)));
-      },
-      metrics: createPrometheusConsumerMetrics(registry, { stream: keysTopic.stream, group: keysTopic.groups.stsKeys }),
-      logger,
-    });
-
     http.route("/", bundleRoutes({ store, maxWaitMs: config.longPollMaxMs, onMissingZone: (zone) => bundler.refresh(zone) }));
     http.get("/v1/zones/:zone/jwks.json", async (c) => {
       const zoneKeys = await keys.get(c.req.param("zone"));
@@ -58,7 +46,7 @@ await runService({
     });
 
     const policyDone = policyConsumer.run(signal);
-    const keysDone = keysConsumer.run(signal);
+    const keysDone = keyCache.run(signal);
     // first sync and the reconcile timer run in the background: readiness waits for them
     let reconciling: Promise<void> = Promise.resolve();
     const reconcile = () => {
@@ -71,7 +59,7 @@ await runService({
     };
     reconcile();
     const timer = setInterval(reconcile, config.reconcileIntervalMs);
-    ready("consumers", () => policyConsumer.state === "running" && keysConsumer.state === "running");
+    ready("consumers", () => policyConsumer.state === "running" && keyCache.consumer.state === "running");
     ready("bundles", async () => {
       const missing = await bundler.unservedBoundZones();
       return missing.length === 0 ? true : { ready: false, detail: `${missing.length} bound zone(s) without a bundle yet` };
@@ -81,7 +69,7 @@ await runService({
       await reconciling;
     });
     onStop("consumers", async () => {
-      await Promise.all([policyConsumer.close(), keysConsumer.close()]);
+      await Promise.all([policyConsumer.close(), keyCache.consumer.close()]);
       await Promise.all([policyDone, keysDone]);
     });
   },

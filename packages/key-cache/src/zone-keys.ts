@@ -16,11 +16,31 @@ export interface ZoneKeys {
   readonly etag: string;
 }
 
+/** Reads a zone's current public keys (JWKs with `kid` and `alg`); throws when the store is unreachable. */
+export type ZoneKeyLoader = (zoneId: string) => Promise<Array<{ kid: string; alg: string; public_jwk: Record<string, unknown> }>>;
+
+/** The default loader: `zone_public_keys` (migration 0015), keys not past `not_after`, newest first. */
+export function tableKeyLoader(pool: pg.Pool): ZoneKeyLoader {
+  return async (zoneId) =>
+    (
+      await pool.query<{ kid: string; alg: string; public_jwk: Record<string, unknown> }>(
+        `SELECT kid, alg, public_jwk FROM zone_public_keys
+          WHERE zone_id = $1 AND (not_after IS NULL OR not_after > now()) ORDER BY created_at DESC, kid`,
+        [zoneId],
+      )
+    ).rows;
+}
+
 export class ZoneKeyCache {
   private readonly zones = new Map<string, ZoneKeys>();
   private readonly loading = new Map<string, Promise<ZoneKeys | undefined>>();
+  private readonly loader: ZoneKeyLoader;
+  /** Loads done (successful or not), per zone: lets a caller see that only one zone was reloaded. */
+  readonly loads = new Map<string, number>();
 
-  constructor(private readonly o: { pool: pg.Pool; logger: Logger; onReloadFailed?: () => void }) {}
+  constructor(private readonly o: { pool: pg.Pool; logger: Logger; onReloadFailed?: () => void; load?: ZoneKeyLoader }) {
+    this.loader = o.load ?? tableKeyLoader(o.pool);
+  }
 
   /** The zone's keys, loaded on first use; undefined when the zone has none (or never loaded). */
   async get(zoneId: string): Promise<ZoneKeys | undefined> {
@@ -41,12 +61,9 @@ export class ZoneKeyCache {
     const running = this.loading.get(zoneId);
     if (running !== undefined) return running;
     const p = (async () => {
+      this.loads.set(zoneId, (this.loads.get(zoneId) ?? 0) + 1);
       try {
-        const { rows } = await this.o.pool.query<{ kid: string; alg: string; public_jwk: Record<string, unknown> }>(
-          `SELECT kid, alg, public_jwk FROM zone_public_keys
-            WHERE zone_id = $1 AND (not_after IS NULL OR not_after > now()) ORDER BY created_at DESC, kid`,
-          [zoneId],
-        );
+        const rows = await this.loader(zoneId);
         if (rows.length === 0) {
           this.zones.delete(zoneId);
           return undefined;
