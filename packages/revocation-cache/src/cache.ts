@@ -14,6 +14,7 @@ import {
 } from "@caracal/streams-core";
 
 import { anchorsOf, entryIdMs, type AnchorValues } from "./anchors.js";
+import { compactExpiry, compactKey, compactNow } from "./compact.js";
 import { RevocationSeedError } from "./errors.js";
 import { streamActiveRevocations } from "./seed.js";
 
@@ -61,7 +62,7 @@ export interface RevocationCacheOptions {
  *   revocation consumer's group dead-letters them exactly once.
  */
 export class RevocationCache {
-  /** anchor id -> expiry (ms since epoch). */
+  /** compactKey(anchor id) -> compactExpiry(expiry), see ./compact.ts. */
   private readonly entries = new Map<string, number>();
   private consumer: StreamConsumer<TopicMessage<"sessionsRevoke">> | undefined;
   private readonly o: Required<Omit<RevocationCacheOptions, "registry" | "onApplied" | "keyPrefix">> & { keyPrefix: string };
@@ -187,14 +188,16 @@ export class RevocationCache {
 
   /** Adds (or extends) a revoked anchor id. */
   add(anchorId: string, expiresAtMs: number): void {
-    const current = this.entries.get(anchorId);
-    if (current === undefined || current < expiresAtMs) this.entries.set(anchorId, expiresAtMs);
+    const key = compactKey(anchorId);
+    const expiry = compactExpiry(expiresAtMs);
+    const current = this.entries.get(key);
+    if (current === undefined || current < expiry) this.entries.set(key, expiry);
   }
 
   /** Whether one anchor id is revoked now, ignoring freshness. */
   isRevoked(anchorId: string, now = Date.now()): boolean {
-    const at = this.entries.get(anchorId);
-    return at !== undefined && at > now;
+    const at = this.entries.get(compactKey(anchorId));
+    return at !== undefined && at > compactNow(now);
   }
 
   /**
@@ -235,8 +238,9 @@ export class RevocationCache {
   /** Drops expired entries. */
   sweep(now = Date.now()): number {
     let dropped = 0;
+    const cut = compactNow(now);
     for (const [id, at] of this.entries) {
-      if (at <= now) {
+      if (at <= cut) {
         this.entries.delete(id);
         dropped++;
       }
