@@ -188,7 +188,10 @@ export class RevocationCache {
 
   /** Adds (or extends) a revoked anchor id. */
   add(anchorId: string, expiresAtMs: number): void {
-    const key = compactKey(anchorId);
+    this.addKey(compactKey(anchorId), expiresAtMs);
+  }
+
+  private addKey(key: string, expiresAtMs: number): void {
     const expiry = compactExpiry(expiresAtMs);
     const current = this.entries.get(key);
     if (current === undefined || current < expiry) this.entries.set(key, expiry);
@@ -224,8 +227,8 @@ export class RevocationCache {
     const started = Date.now();
     try {
       const now = Date.now();
-      const rows = await streamActiveRevocations(this.o.pool, (id, expiresAtMs) => {
-        if (expiresAtMs > now) this.add(id, expiresAtMs);
+      const rows = await streamActiveRevocations(this.o.pool, (key, expiresAtMs) => {
+        if (expiresAtMs > now) this.addKey(key, expiresAtMs);
       });
       this.lastSeedAtMs = started;
       this.seededOnce = true;

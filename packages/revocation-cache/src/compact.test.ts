@@ -27,3 +27,13 @@ describe("compact entries", () => {
     expect(EPOCH_BASE_S).toBeLessThanOrEqual(Math.floor(now / 1000));
   });
 });
+
+describe("compactKeyOfBytes", () => {
+  it("equals compactKey of the decoded text, for UUIDs and other ids", async () => {
+    const { compactKeyOfBytes } = await import("./compact.js");
+    for (const id of [randomUUID(), randomUUID().toUpperCase(), "sess-é-1", "0".repeat(36)]) {
+      const buf = Buffer.from(`xx${id}\t1\n`, "utf8");
+      expect(compactKeyOfBytes(buf, 2, buf.indexOf(9))).toBe(compactKey(id));
+    }
+  });
+});

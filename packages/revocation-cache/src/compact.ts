@@ -9,18 +9,42 @@
  *   under a second): a small integer that V8 stores inline, where a millisecond timestamp needs a heap
  *   number per entry.
  */
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const codes: number[] = new Array<number>(17).fill(0);
+const HEX = new Int8Array(128).fill(-1);
+for (let c = 48; c <= 57; c++) HEX[c] = c - 48;
+for (let c = 97; c <= 102; c++) HEX[c] = c - 87;
 
-export function compactKey(id: string): string {
-  if (id.length !== 36 || !UUID.test(id)) return `r${id}`;
+/**
+ * Packs the 36 code units `at(0..35)` into `codes` when they spell a lower-case canonical UUID
+ * (8-4-4-4-12, hyphens at 8, 13, 18, 23); false otherwise.
+ */
+function packUuid(at: (i: number) => number): boolean {
   codes[0] = 117; // "u"
   let j = 1;
   for (let i = 0; i < 36; i += 2) {
-    if (id.charCodeAt(i) === 45) i++; // "-" sits only before an even-length group
-    codes[j++] = (hex(id.charCodeAt(i)) << 4) | hex(id.charCodeAt(i + 1));
+    if (i === 8 || i === 13 || i === 18 || i === 23) {
+      if (at(i) !== 45) return false;
+      i++;
+    }
+    const a = at(i);
+    const b = at(i + 1);
+    const hi = a < 128 ? HEX[a]! : -1;
+    const lo = b < 128 ? HEX[b]! : -1;
+    if (hi < 0 || lo < 0) return false;
+    codes[j++] = (hi << 4) | lo;
   }
-  return String.fromCharCode(...codes);
+  return true;
+}
+
+export function compactKey(id: string): string {
+  if (id.length === 36 && packUuid((i) => id.charCodeAt(i))) return String.fromCharCode.apply(null, codes);
+  return `r${id}`;
+}
+
+/** `compactKey` of the UTF-8 bytes `buf[start, end)`, with no intermediate string for a UUID. */
+export function compactKeyOfBytes(buf: Buffer, start: number, end: number): string {
+  if (end - start === 36 && packUuid((i) => buf[start + i]!)) return String.fromCharCode.apply(null, codes);
+  return `r${buf.toString("utf8", start, end)}`;
 }
 
 /** The id a compact key was made from. */
