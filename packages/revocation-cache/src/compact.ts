@@ -58,10 +58,6 @@ export function idOfCompactKey(key: string): string {
   return h;
 }
 
-function hex(c: number): number {
-  return c <= 57 ? c - 48 : c - 87;
-}
-
 /** Process start, in seconds since the epoch; expiries are kept as seconds after it. */
 export const EPOCH_BASE_S = Math.floor(Date.now() / 1000);
 const MAX_OFFSET_S = 2 ** 30 - 1;
