@@ -9,7 +9,7 @@
  * 2. Seeding BENCH_SEED_ROWS (1,000,000) active revocations in a child process: seconds and peak RSS.
  * 3. In the same child: in-process `check` ops/s, and the HTTP check beside a bare hono route.
  *
- * Short mode for smoke tests: BENCH_SECONDS=5 BENCH_SEED_ROWS=100000.
+ * Short mode for smoke tests: BENCH_SHORT=1 (3 s, 50,000 seed rows), or BENCH_SECONDS / BENCH_SEED_ROWS.
  * Environment: DATABASE_URL (admin URL; a scratch database is created and dropped), REDIS_URL.
  */
 import { type ChildProcess, spawn } from "node:child_process";
@@ -25,9 +25,10 @@ import { Redis } from "ioredis";
 
 const DATABASE_URL = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 30);
+const SHORT = process.env.BENCH_SHORT === "1" || process.env.BENCH_SHORT === "true";
+const SECONDS = Number(process.env.BENCH_SECONDS ?? (SHORT ? 3 : 30));
 const RATE = Number(process.env.BENCH_RATE ?? 200);
-const SEED_ROWS = Number(process.env.BENCH_SEED_ROWS ?? 1_000_000);
+const SEED_ROWS = Number(process.env.BENCH_SEED_ROWS ?? (SHORT ? 50_000 : 1_000_000));
 const REPLICAS = 3;
 const log = (text: string) => process.stderr.write(`${text}\n`);
 const root = findRepoRoot(fileURLToPath(new URL(".", import.meta.url)));

@@ -7,7 +7,18 @@
 import { RevocationCache, revocationRoutes } from "@caracal/revocation-cache";
 import type { ReadinessVerdict } from "@caracal/service-kit";
 import type { RedisClient, TopicMessage } from "@caracal/streams-core";
-import { StreamConsumer, Topics, createPrometheusConsumerMetrics, sleep } from "@caracal/streams-core";
+import {
+  StreamConsumer,
+  Topics,
+  countOutcomes,
+  createPrometheusConsumerMetrics,
+  deadLetterRejections,
+  limitDeliveries,
+  parseTopicSchema,
+  sleep,
+  verifySignature,
+  type Step,
+} from "@caracal/streams-core";
 import type { Hono } from "hono";
 import type pg from "pg";
 import type { Logger } from "pino";
@@ -68,6 +79,12 @@ export async function startRevocationConsumer(ctx: AppContext): Promise<Revocati
       ? (kind: "cache" | "keys", anchors: string[]) => process.send?.({ kind, anchors, at: Date.now() })
       : undefined;
 
+  // Outermost first: outcome metrics, one signed dead letter per rejection (unsigned or forged entries in
+  // rc/stable, schema_invalid such as an entry with no anchor), the delivery bound for writes that keep
+  // failing, the `_sig` check per CARACAL_MODE, the topic's schema ("null" ids absent). The handler only
+  // ever sees valid revocations.
+  const steps = (): Step[] => [countOutcomes(), deadLetterRejections(), limitDeliveries(config.maxDeliveries), verifySignature(config.signing), parseTopicSchema()];
+
   const sessions = new StreamConsumer<TopicMessage<"sessionsRevoke">>({
     redis,
     topic: Topics.sessionsRevoke,
@@ -79,6 +96,7 @@ export async function startRevocationConsumer(ctx: AppContext): Promise<Revocati
     blockMs: config.blockMs,
     claimIdleMs: config.claimIdleMs,
     concurrency: 2,
+    steps: steps(),
     graceMs: config.shutdownGraceMs,
     logger: logger.child({ stream: Topics.sessionsRevoke.stream }),
     metrics: createPrometheusConsumerMetrics(registry, { stream: Topics.sessionsRevoke.stream, group: config.group }),
@@ -100,6 +118,7 @@ export async function startRevocationConsumer(ctx: AppContext): Promise<Revocati
     batchSize: config.batchSize,
     blockMs: config.blockMs,
     claimIdleMs: config.claimIdleMs,
+    steps: steps(),
     graceMs: config.shutdownGraceMs,
     logger: logger.child({ stream: Topics.delegationsInvalidate.stream }),
     metrics: createPrometheusConsumerMetrics(registry, { stream: Topics.delegationsInvalidate.stream, group: delegationGroup }),

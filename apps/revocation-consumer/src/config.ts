@@ -4,7 +4,7 @@
  */
 import { Topics } from "@caracal/streams-core";
 import type { CaracalServiceSettings } from "@caracal/service-kit";
-import { ConfigProblems, boolVar, caracalModeOf, caracalServiceEnv, caracalServiceSettings, intVar, loadEnv, streamSigningFromEnv } from "@caracal/service-kit";
+import { ConfigProblems, boolVar, caracalModeOf, caracalServiceEnv, caracalServiceSettings, intVar, loadEnv, redactUrl, streamSigningFromEnv } from "@caracal/service-kit";
 import { z } from "zod";
 
 const revocationGroups = Object.values(Topics.sessionsRevoke.groups) as [string, ...string[]];
@@ -33,6 +33,8 @@ export const envSchema = z.object({
   REVOCATION_BATCH_SIZE: intVar(100, { min: 1, max: 10_000 }),
   /** Pending entries idle this long are reclaimed. Default 30,000 ms. */
   REVOCATION_CLAIM_IDLE_MS: intVar(30_000, { min: 100 }),
+  /** Delivery at which an entry whose write keeps failing is dead-lettered max_deliveries_exceeded. Default 5. */
+  REVOCATION_MAX_DELIVERIES: intVar(5, { min: 1, max: 1_000 }),
   /**
    * Benchmark hook: when "true" and the process has an IPC channel, send the parent `{ kind: "cache" | "keys",
    * anchors, at }` when revocations reach the cache or Redis. Default false.
@@ -52,6 +54,7 @@ export interface RevocationConfig extends CaracalServiceSettings {
   blockMs: number;
   batchSize: number;
   claimIdleMs: number;
+  maxDeliveries: number;
   reportAppliedIpc: boolean;
 }
 
@@ -78,17 +81,17 @@ export function loadConfig(env: NodeJS.ProcessEnv | Record<string, string | unde
     blockMs: e.REVOCATION_BLOCK_MS,
     batchSize: e.REVOCATION_BATCH_SIZE,
     claimIdleMs: e.REVOCATION_CLAIM_IDLE_MS,
+    maxDeliveries: e.REVOCATION_MAX_DELIVERIES,
     reportAppliedIpc: e.REVOCATION_REPORT_APPLIED_IPC,
   };
 }
 
 /** Settings fit for the start-up log: no URL passwords, no keys. */
 export function describeConfig(c: RevocationConfig): Record<string, unknown> {
-  const strip = (url: string) => url.replace(/:\/\/([^:/@]*):[^@/]*@/, "://$1:[redacted]@");
   return {
     port: c.port,
-    database: strip(c.databaseUrl),
-    redis: strip(c.redisUrl),
+    database: redactUrl(c.databaseUrl),
+    redis: redactUrl(c.redisUrl),
     mode: c.mode,
     streamsKeySet: c.signing.signer !== undefined,
     consumer: c.consumerName,
@@ -101,5 +104,6 @@ export function describeConfig(c: RevocationConfig): Record<string, unknown> {
     maxSeedAgeMs: c.maxSeedAgeMs,
     blockMs: c.blockMs,
     batchSize: c.batchSize,
+    maxDeliveries: c.maxDeliveries,
   };
 }

@@ -46,7 +46,7 @@ describe("RevocationCache", () => {
       logger: pino({ level: "silent" }),
     });
 
-  it("is unknown before it is seeded, then seeds from the table (expired rows left out) and hears the stream", async () => {
+  it("is unknown before it is seeded, then seeds from the table (expired rows left out)", async () => {
     const seeded = randomUUID();
     const expired = randomUUID();
     await pool.query(
@@ -60,6 +60,30 @@ describe("RevocationCache", () => {
     await waitUntil(() => cache.fresh);
     expect(cache.check("z", { session_id: seeded })).toBe("revoked");
     expect(cache.check("z", { sid: expired })).toBe("active");
+    controller.abort();
+    await run.done;
+  });
+
+  it("seeds ids of any form exactly: upper-case UUIDs, other text, COPY-escaped backslashes and tabs", async () => {
+    const ids = [randomUUID().toUpperCase(), `sess-é-${randomUUID()}`, `a\\b\tc-${randomUUID()}`, `t\t${randomUUID()}`];
+    await pool.query(
+      `INSERT INTO session_revocations (zone_id, anchor_kind, anchor_id, reason, expires_at, source_stream_id)
+       SELECT 'z', 'session_id', id, 'r', now() + interval '1 hour', '3-0' FROM unnest($1::text[]) AS t(id)`,
+      [ids],
+    );
+    const cache = make();
+    const run = await cache.start(controller.signal);
+    await waitUntil(() => cache.fresh);
+    for (const id of ids) expect(cache.check("z", { session_id: id })).toBe("revoked");
+    expect(cache.check("z", { session_id: ids[0]!.toLowerCase() })).toBe("active");
+    controller.abort();
+    await run.done;
+  });
+
+  it("hears the stream after the seed", async () => {
+    const cache = make();
+    const run = await cache.start(controller.signal);
+    await waitUntil(() => cache.fresh);
     const heard = randomUUID();
     const publisher = new StreamPublisher({ redis: redis.client, signing: signaturePolicy({ mode: "rc", keyHex: KEY_HEX }), keyPrefix: redis.keyPrefix });
     await publisher.publish(Topics.sessionsRevoke.stream, { zone_id: "z", reason: "r", agent_session_id: heard });

@@ -1,9 +1,20 @@
 import type { Logger } from "pino";
 import type pg from "pg";
 import { Counter, Gauge, type Registry } from "prom-client";
-import { StreamConsumer, Topics, sleep, type RedisClient, type SignaturePolicy, type TopicMessage } from "@caracal/streams-core";
+import {
+  StreamConsumer,
+  Topics,
+  parseTopicSchema,
+  sleep,
+  verifySignature,
+  type RedisClient,
+  type SignaturePolicy,
+  type Step,
+  type TopicMessage,
+} from "@caracal/streams-core";
 
 import { anchorsOf, entryIdMs, type AnchorValues } from "./anchors.js";
+import { compactExpiry, compactKey, compactNow } from "./compact.js";
 import { RevocationSeedError } from "./errors.js";
 import { streamActiveRevocations } from "./seed.js";
 
@@ -51,7 +62,7 @@ export interface RevocationCacheOptions {
  *   revocation consumer's group dead-letters them exactly once.
  */
 export class RevocationCache {
-  /** anchor id -> expiry (ms since epoch). */
+  /** compactKey(anchor id) -> compactExpiry(expiry), see ./compact.ts. */
   private readonly entries = new Map<string, number>();
   private consumer: StreamConsumer<TopicMessage<"sessionsRevoke">> | undefined;
   private readonly o: Required<Omit<RevocationCacheOptions, "registry" | "onApplied" | "keyPrefix">> & { keyPrefix: string };
@@ -59,6 +70,7 @@ export class RevocationCache {
   private seededOnce = false;
   private running: Promise<void> | undefined;
   private readonly checks: Counter<"outcome"> | undefined;
+  private readonly skipped: Counter<"reason"> | undefined;
   private readonly onApplied: RevocationCacheOptions["onApplied"];
 
   constructor(options: RevocationCacheOptions) {
@@ -80,6 +92,12 @@ export class RevocationCache {
     const r = options.registry;
     if (r !== undefined) {
       this.checks = new Counter({ name: "caracal_revocation_checks_total", help: "Revocation checks by outcome.", labelNames: ["outcome"], registers: [r] });
+      this.skipped = new Counter({
+        name: "caracal_revocation_cache_skipped_total",
+        help: "Stream entries the cache's fan-out reader skipped (bad signature, schema), by reason; the consumer group dead-letters them.",
+        labelNames: ["reason"],
+        registers: [r],
+      });
       // eslint-disable-next-line @typescript-eslint/no-this-alias
       const self = this;
       new Gauge({ name: "caracal_revocation_cache_entries", help: "Revoked anchors held in memory.", registers: [r], collect() { this.set(self.size); } });
@@ -101,9 +119,11 @@ export class RevocationCache {
   private createConsumer(startId: string): StreamConsumer<TopicMessage<"sessionsRevoke">> {
     return new StreamConsumer<TopicMessage<"sessionsRevoke">>({
       redis: this.o.redis,
-      // No dead-letter stream: the cache skips rejected entries; the consumer group dead-letters them once.
-      topic: { ...Topics.sessionsRevoke, deadLetterStream: undefined },
+      topic: Topics.sessionsRevoke,
       group: Topics.sessionsRevoke.groups.gateway,
+      // The `_sig` check and the topic's schema, then skip what they reject: no dead letter from a cache
+      // (the revocation consumer's group writes exactly one, whatever the number of replicas).
+      steps: [this.skipRejections(), verifySignature(this.o.signing), parseTopicSchema()],
       consumer: this.o.consumer,
       signing: this.o.signing,
       keyPrefix: this.o.keyPrefix,
@@ -123,6 +143,20 @@ export class RevocationCache {
         this.onApplied?.(applied);
       },
     });
+  }
+
+  /** Settles rejected entries without a dead letter: counted, logged at debug, acknowledged (fan-out: passed). */
+  private skipRejections(): Step {
+    return (next) => async (batch, context) => {
+      const outcomes = await next(batch, context);
+      for (const [id, outcome] of outcomes) {
+        if (outcome.kind !== "reject") continue;
+        outcomes.set(id, { kind: "discarded", reason: outcome.reason, error: outcome.error });
+        this.skipped?.inc({ reason: outcome.reason });
+        this.o.logger.debug({ id, reason: outcome.reason }, "revocation cache skipped a rejected entry (the consumer group dead-letters it)");
+      }
+      return outcomes;
+    };
   }
 
   get size(): number {
@@ -154,14 +188,19 @@ export class RevocationCache {
 
   /** Adds (or extends) a revoked anchor id. */
   add(anchorId: string, expiresAtMs: number): void {
-    const current = this.entries.get(anchorId);
-    if (current === undefined || current < expiresAtMs) this.entries.set(anchorId, expiresAtMs);
+    this.addKey(compactKey(anchorId), expiresAtMs);
+  }
+
+  private addKey(key: string, expiresAtMs: number): void {
+    const expiry = compactExpiry(expiresAtMs);
+    const current = this.entries.get(key);
+    if (current === undefined || current < expiry) this.entries.set(key, expiry);
   }
 
   /** Whether one anchor id is revoked now, ignoring freshness. */
   isRevoked(anchorId: string, now = Date.now()): boolean {
-    const at = this.entries.get(anchorId);
-    return at !== undefined && at > now;
+    const at = this.entries.get(compactKey(anchorId));
+    return at !== undefined && at > compactNow(now);
   }
 
   /**
@@ -188,8 +227,8 @@ export class RevocationCache {
     const started = Date.now();
     try {
       const now = Date.now();
-      const rows = await streamActiveRevocations(this.o.pool, (id, expiresAtMs) => {
-        if (expiresAtMs > now) this.add(id, expiresAtMs);
+      const rows = await streamActiveRevocations(this.o.pool, (key, expiresAtMs) => {
+        if (expiresAtMs > now) this.addKey(key, expiresAtMs);
       });
       this.lastSeedAtMs = started;
       this.seededOnce = true;
@@ -202,8 +241,9 @@ export class RevocationCache {
   /** Drops expired entries. */
   sweep(now = Date.now()): number {
     let dropped = 0;
+    const cut = compactNow(now);
     for (const [id, at] of this.entries) {
-      if (at <= now) {
+      if (at <= cut) {
         this.entries.delete(id);
         dropped++;
       }

@@ -17,6 +17,12 @@ describe("loadEnv", () => {
     const env = loadEnv(schema, { REDIS_URL: "redis://h:6379/2", DATABASE_URL: "postgres://u@h/db", BATCH: "64", FLAG: "true" });
     expect(env).toEqual({ REDIS_URL: "redis://h:6379/2", DATABASE_URL: "postgres://u@h/db", CARACAL_MODE: "stable", BATCH: 64, FLAG: true });
   });
+  it("accepts a Redis Cluster URL with several nodes, and refuses other schemes", () => {
+    const cluster = "redis-cluster://127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002";
+    expect(loadEnv(schema, { REDIS_URL: cluster, DATABASE_URL: "postgres://h/d" }).REDIS_URL).toBe(cluster);
+    expect(() => loadEnv(schema, { REDIS_URL: "http://h:7000,h:7001", DATABASE_URL: "postgres://h/d" })).toThrow(ConfigError);
+    expect(() => loadEnv(schema, { REDIS_URL: "redis-cluster://", DATABASE_URL: "postgres://h/d" })).toThrow(ConfigError);
+  });
   it("treats empty strings as unset", () => {
     expect(loadEnv(schema, { REDIS_URL: "redis://h", DATABASE_URL: "postgres://h/d", BATCH: "" }).BATCH).toBe(32);
   });

@@ -35,8 +35,16 @@ export function intVar(defaultValue: number, bounds: { min?: number; max?: numbe
 
 export const modeVar = () => z.enum(["dev", "rc", "stable"], { message: "must be dev, rc or stable" }).default("stable");
 
+/**
+ * A URL with one of `protocols` (`"redis:"` form). A `redis-cluster://h:p,h:p` URL lists several hosts,
+ * which WHATWG URL cannot parse: only its scheme and a non-empty rest are checked here, each node by
+ * `connectRedis`.
+ */
 export const urlVar = (protocols: readonly string[]) =>
   z.string().refine((v) => {
+    const scheme = /^([a-z][a-z0-9+.-]*:)\/\/\S/i.exec(v)?.[1]?.toLowerCase();
+    if (scheme === undefined || !protocols.includes(scheme)) return false;
+    if (scheme === "redis-cluster:") return true;
     try {
       return protocols.includes(new URL(v).protocol);
     } catch {
