@@ -30,7 +30,7 @@ await runService({
         config: config.siem,
       });
       const done = siem.run(ctx.signal);
-      ctx.ready("siem-export", () => siem.consumer.state === "running" || siem.consumer.state === "draining-pending");
+      ctx.ready("siem", () => siem.consumer.state === "running" || siem.consumer.state === "draining-pending");
       ctx.onStop("siem export", () => done);
     }
   },

@@ -127,7 +127,7 @@ export function createSiemExport(options: SiemExportOptions): SiemExport {
     concurrency: 1, // one batch at a time: the export keeps stream order
     ...(options.blockMs !== undefined ? { blockMs: options.blockMs } : {}),
     metrics: createPrometheusConsumerMetrics(options.registry, { stream: Topics.auditEvents.stream, group: SIEM_GROUP }),
-    logger: logger.child({ part: "siem-export" }),
+    logger: logger.child({ part: "siem" }),
     handleBatch: async (messages: readonly StreamMessage<Fields>[], context) => {
       const failed = new Map<string, unknown>();
       const events: ExportEvent[] = [];
