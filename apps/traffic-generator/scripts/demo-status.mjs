@@ -110,6 +110,8 @@ async function pgNumbers() {
     tamper_alerts: ["audit_tamper_alerts", "SELECT count(*) FROM audit_tamper_alerts"],
     outbox_pending: ["event_outbox", "SELECT count(*) FROM event_outbox WHERE dispatched_at IS NULL"],
     outbox_dispatched: ["event_outbox", "SELECT count(*) FROM event_outbox WHERE dispatched_at IS NOT NULL"],
+    coordinator_published: ["caracal_outbox", "SELECT count(*) FROM caracal_outbox WHERE status = 'published'"],
+    coordinator_pending: ["caracal_outbox", "SELECT count(*) FROM caracal_outbox WHERE status = 'pending'"],
     revocations: ["session_revocations", "SELECT count(*) FROM session_revocations"],
     agent_sessions: ["observed_agent_sessions", "SELECT count(*) FROM observed_agent_sessions"],
   };
@@ -154,6 +156,7 @@ if (r !== undefined && p !== undefined) {
   console.log(
     `  end to end: audit stream=${r["caracal.audit.events"]} -> ledger rows=${fmt(p.audit_rows)} (zones ${fmt(p.audit_zones)}, tamper alerts ${fmt(p.tamper_alerts)}) | ` +
       `outbox dispatched=${fmt(p.outbox_dispatched)} pending=${fmt(p.outbox_pending)}` +
+      (p.coordinator_published !== undefined ? ` (caracal_outbox published=${p.coordinator_published})` : "") +
       (p.revocations !== undefined ? ` | revocations stored=${p.revocations}` : "") +
       (p.agent_sessions !== undefined ? ` | agent sessions observed=${p.agent_sessions}` : "") +
       ` | dead letters: ${dead === "" ? "none" : dead}`,
@@ -168,6 +171,8 @@ if (args.final) {
     ["tamper alerts (ledger)", p?.tamper_alerts],
     ["outbox rows dispatched", p?.outbox_dispatched],
     ["outbox rows still pending", p?.outbox_pending],
+    ["caracal_outbox rows published (upstream Coordinator's table)", p?.coordinator_published],
+    ["caracal_outbox rows still pending", p?.coordinator_pending],
     ["session revocations stored", p?.revocations],
     ["agent sessions observed", p?.agent_sessions],
     ...["caracal.sessions.revoke", "caracal.policy.invalidate", "caracal.keys.invalidate", "caracal.agents.lifecycle", "caracal.invocations.lifecycle", "caracal.delegations.invalidate"].map((s) => [`${s} entries`, r?.[s]]),

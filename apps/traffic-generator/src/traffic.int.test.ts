@@ -62,12 +62,17 @@ describe.skipIf(!hasRedis() || !hasPostgres())("traffic generator", () => {
     expect([...perZone.keys()].sort()).toEqual(zones);
     expect(frames.some((f) => f.data?.includes('"decision":"deny"'))).toBe(true);
 
-    const { rows } = await db.pool.query<{ id: string; stream_name: string; payload_json: unknown }>("SELECT id, stream_name, payload_json FROM event_outbox");
+    // the API's rows in event_outbox, the Coordinator's (lifecycles) in caracal_outbox
+    const { rows } = await db.pool.query<{ id: string; stream_name: string; payload_json: unknown }>(
+      "SELECT id, stream_name, payload_json FROM event_outbox UNION ALL SELECT id, topic, payload_json FROM caracal_outbox",
+    );
     expect(rows).toHaveLength(stats.outbox);
     const streams = new Set(rows.map((r) => r.stream_name));
     expect(streams).toEqual(
       new Set([Topics.sessionsRevoke, Topics.policyInvalidate, Topics.keysInvalidate, Topics.agentsLifecycle, Topics.invocationsLifecycle, Topics.delegationsInvalidate].map((t) => t.stream)),
     );
+    const coordinator = await db.pool.query<{ topic: string }>("SELECT DISTINCT topic FROM caracal_outbox WHERE producer = 'coordinator'");
+    expect(new Set(coordinator.rows.map((r) => r.topic))).toEqual(new Set([Topics.agentsLifecycle.stream, Topics.invocationsLifecycle.stream]));
     for (const r of rows) expect(outboxEntry(r.stream_name, r.payload_json, r.id)).toMatchObject({ ok: true });
   });
 
@@ -75,7 +80,9 @@ describe.skipIf(!hasRedis() || !hasPostgres())("traffic generator", () => {
     const { db } = await fixtures();
     const producers = new OutboxProducers();
     for (let i = 0; i < 6 * 24; i++) await producers.writeNext(db.pool, ["zone-1", "zone-2"]);
-    const { rows } = await db.pool.query<{ stream_name: string; payload_json: Record<string, string> }>("SELECT stream_name, payload_json FROM event_outbox ORDER BY created_at, id");
+    const { rows } = await db.pool.query<{ stream_name: string; payload_json: Record<string, string> }>(
+      "SELECT stream_name, payload_json, created_at, id FROM event_outbox UNION ALL SELECT topic, payload_json, created_at, id FROM caracal_outbox ORDER BY created_at, id",
+    );
     const of = (topic: { stream: string }) => rows.filter((r) => r.stream_name === topic.stream).map((r) => r.payload_json);
     const lifecycle = new Map<string, string[]>();
     for (const e of of(Topics.agentsLifecycle)) lifecycle.set(e.agent_session_id!, [...(lifecycle.get(e.agent_session_id!) ?? []), e.event!]);
@@ -100,7 +107,7 @@ describe.skipIf(!hasRedis() || !hasPostgres())("traffic generator", () => {
     const publisher = new AuditPublisher({ redis: redis.client, keyPrefix: redis.keyPrefix, signing: { mode: "dev", signer: undefined }, auditKey });
     const none = await runTraffic({ audit: publisher, pool: db.pool, auditRate: 0, outboxRate: 0, zones: ["z"], tickMs: 20 }, AbortSignal.timeout(300));
     expect(none).toEqual({ audit: 0, outbox: 0, outboxErrors: 0 });
-    await db.pool.query("DROP TABLE event_outbox");
+    await db.pool.query("DROP TABLE event_outbox; DROP TABLE caracal_outbox");
     const broken = await runTraffic({ audit: publisher, pool: db.pool, auditRate: 0, outboxRate: 20, zones: ["z"], tickMs: 20 }, AbortSignal.timeout(300));
     expect(broken.outbox).toBe(0);
     expect(broken.outboxErrors).toBeGreaterThan(0);

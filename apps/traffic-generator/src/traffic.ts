@@ -9,6 +9,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 
 import { activatePolicySetVersion, enqueue, manifestSha256 } from "@caracal/outbox";
 import type { AuditEvent } from "@caracal/streams-core";
+import { Topics } from "@caracal/streams-core";
 import type { Logger } from "pino";
 import type pg from "pg";
 
@@ -72,7 +73,8 @@ export function makeAuditEvent(zone: string, n: number): AuditEvent {
 
 /**
  * Plays every outbox producer of upstream Caracal in turn, one row per call, each in its own transaction
- * (as the API and the Coordinator write them): session revocations over every anchor (session, sid with
+ * (as the API and the Coordinator write them; agent and invocation lifecycles go to the Coordinator's own
+ * table `caracal_outbox` where it exists, as upstream's Coordinator writes them): session revocations over every anchor (session, sid with
  * root_sid, agent session, delegation edge), policy invalidations, key invalidations, agent lifecycles
  * (spawn, suspend, resume, terminate, in that order per session), invocation lifecycles (created,
  * started, completed) and delegation edge events with a per-zone epoch that only rises.
@@ -97,6 +99,13 @@ export class OutboxProducers {
         const count = this.activations.get(zone) ?? 0;
         this.activations.set(zone, count + 1);
         await activateDemoPolicy(client, zone, count % 2 === 0 ? "v1" : "v2");
+      } else if ((topic === "agentsLifecycle" || topic === "invocationsLifecycle") && (await this.coordinatorOutbox(client))) {
+        // as upstream's Coordinator writes them: its own outbox table, deduplicated by dedupe_key
+        await client.query(
+          `INSERT INTO caracal_outbox (id, producer, topic, dedupe_key, payload_json) VALUES ($1, 'coordinator', $2, $3, $4::jsonb)
+           ON CONFLICT (producer, topic, dedupe_key) DO NOTHING`,
+          [randomUUID(), Topics[topic].stream, `${fields.event}:${fields.agent_session_id ?? fields.invocation_id}`, JSON.stringify(fields)],
+        );
       } else await enqueue(client, topic, fields as never);
       await client.query("COMMIT");
       return topic;
@@ -109,6 +118,15 @@ export class OutboxProducers {
   }
 
   private hasPolicyTables: boolean | undefined;
+  private hasCoordinatorOutbox: boolean | undefined;
+
+  private async coordinatorOutbox(client: pg.PoolClient): Promise<boolean> {
+    if (this.hasCoordinatorOutbox === undefined) {
+      const { rows } = await client.query<{ ok: boolean }>("SELECT to_regclass('caracal_outbox') IS NOT NULL AS ok");
+      this.hasCoordinatorOutbox = rows[0]?.ok === true;
+    }
+    return this.hasCoordinatorOutbox;
+  }
   private readonly activations = new Map<string, number>();
 
   private async policyTables(client: pg.PoolClient): Promise<boolean> {

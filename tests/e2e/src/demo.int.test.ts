@@ -86,6 +86,8 @@ describe.skipIf(!hasRedis() || !hasPostgres())("the README's first command", () 
       const figure = (label: string) => Number(new RegExp(`^\\s+${label}\\s+(\\d+)$`, "m").exec(output)?.[1] ?? Number.NaN);
       expect(figure("audit events stored in the ledger")).toBeGreaterThan(500);
       expect(figure("outbox rows dispatched")).toBeGreaterThan(50);
+      // rows the traffic generator wrote as upstream's Coordinator does (caracal_outbox), drained too
+      expect(figure("caracal_outbox rows published \\(upstream Coordinator's table\\)")).toBeGreaterThan(5);
       expect(figure("dead letters \\(all streams\\)")).toBeGreaterThan(0);
       for (const stream of ["caracal.sessions.revoke", "caracal.agents.lifecycle", "caracal.delegations.invalidate"]) {
         expect(figure(`${stream.replaceAll(".", "\\.")} entries`), stream).toBeGreaterThan(0);
