@@ -156,7 +156,8 @@ describe.skipIf(!hasRedis() || !hasPostgres())("traffic generator", () => {
     // Every event the generator handed over is in the stream after SIGTERM (the buffer was flushed).
     expect(await auditFrames(redis)).toHaveLength(audit);
     expect(output).not.toContain(auditKey.toString("hex"));
-    const { rows } = await db.pool.query<{ n: string }>("SELECT count(*)::text AS n FROM event_outbox");
+    // rows in both outboxes: the API's (event_outbox) and the Coordinator's lifecycles (caracal_outbox)
+    const { rows } = await db.pool.query<{ n: string }>("SELECT ((SELECT count(*) FROM event_outbox) + (SELECT count(*) FROM caracal_outbox))::text AS n");
     expect(Number(rows[0]?.n)).toBe(Number(stopped![2]));
   });
 });
